@@ -1,0 +1,318 @@
+"""The composition root: builds an agent from its configuration and runs it (layer 5).
+
+Contract: `Agent(config)`; `await agent.start()` recovers the catalog, registers this node,
+loads the configured service definitions and starts the HTTP and DNS listeners (ready when it
+returns); `await agent.reload()` re-reads config files and applies added, changed and removed
+definitions (all-or-nothing; returns the problems found); `await agent.stop()` stops listeners,
+check runners and background tasks. `run_agent(argv)` is `waypost agent`: config, banner,
+signals (SIGTERM/SIGINT stop, SIGHUP reloads), pid file, exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.discovery import Discovery
+from agent.dns_adapter import start_dns
+from agent.errors import BadRequest, DefinitionError
+from agent.http.app import HttpContext, build_app
+from agent.local.antientropy import AntiEntropy
+from agent.local.manager import LocalAgent
+from agent.local.state import LocalState
+from agent.server import CatalogServer
+from agent.types import Node
+from agent.version import VERSION
+from checks.checkset import CheckSet
+from checks.result import CheckResult
+
+log = logging.getLogger("waypost.agent")
+MAX_HEADER_LINE = 16 * 1024  # request line and each header; longer ones are refused with 400
+
+
+class ClientModeUnavailable(Exception):
+    """Client agents need gossip and a server to talk to (a later issue)."""
+
+
+def advertise_address(config: AgentConfig) -> str:
+    if config.advertise_addr:
+        return config.advertise_addr
+    if config.bind_addr not in ("0.0.0.0", "::", ""):
+        return config.bind_addr
+    if config.dev:
+        return "127.0.0.1"
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+        return probe.getsockname()[0]
+    return "127.0.0.1"
+
+
+def node_id(config: AgentConfig) -> str:
+    if not config.data_dir or config.dev:
+        return str(uuid.uuid4())
+    path = Path(config.data_dir) / "node-id"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = str(uuid.uuid4())
+    path.write_text(value)
+    return value
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, argv: list[str] | None = None) -> None:
+        if not config.server:
+            raise ClientModeUnavailable(
+                "client agents (no -server) need cluster membership, which is not built yet: "
+                "run with -dev, or -server -bootstrap")
+        if config.bootstrap_expect > 1:
+            raise ClientModeUnavailable(
+                "-bootstrap-expect > 1 needs Raft replication, which is not built yet: "
+                "use -bootstrap or -bootstrap-expect 1")
+        self.config = config
+        self.argv = list(argv or [])
+        self.address = advertise_address(config)
+        data_dir = Path(config.data_dir) if config.data_dir and not config.dev else None
+        self.server = CatalogServer(f"{self.address}:{config.ports.server}", data_dir)
+        self.node = Node(
+            node=config.node_name, address=self.address, id=node_id(config), datacenter=config.datacenter,
+            tagged_addresses={"lan": self.address, "lan_ipv4": self.address,
+                              "wan": self.address, "wan_ipv4": self.address},
+            meta={"consul-network-segment": "", "consul-version": VERSION, **config.node_meta},
+        )
+        self.state = LocalState(self.node)
+        self.sync = AntiEntropy(self.state, self.server, rng=random.Random())
+        self.discovery = Discovery(self.server)
+        state_dir = Path(config.data_dir) / "checks" if config.data_dir and not config.dev else None
+        self.runners = CheckSet(self._notify, state_dir=state_dir, node_name=config.node_name,
+                                on_critical_too_long=self._critical_too_long,
+                                alias_source=self.discovery.alias_statuses,
+                                output_max_size=config.check_output_max_size)
+        self.local = LocalAgent(self.state, self.sync, self.runners,
+                                enable_script_checks=config.enable_script_checks,
+                                enable_local_script_checks=config.enable_local_script_checks)
+        self._tasks: list[asyncio.Task] = []
+        self._stack = contextlib.AsyncExitStack()
+        self.http_port = 0
+        self.dns_port = 0
+        self.stopped = asyncio.Event()
+
+    def _notify(self, check_id: str, result: CheckResult) -> None:
+        self.local.notify(check_id, result.status, result.output)
+
+    async def _critical_too_long(self, service_id: str) -> None:
+        await self.local.deregister_critical_service(service_id)
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        self.server.register_self(self.node, self.config.ports.server, VERSION)
+        group = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._stack.callback(self._cancel_background)  # runs after listeners and runners stop
+        self._tasks = [group.create_task(self.server.run(), name="raft-apply"),
+                       group.create_task(self.sync.run(), name="anti-entropy")]
+        await self._stack.enter_async_context(self.runners)
+        await self.local.replace_file_definitions(self.config.services, self.config.checks)
+        await self.local.sync()
+        if self.config.ports.http >= 0:
+            self.http_port = await self._start_http()
+        if self.config.ports.dns >= 0:
+            self.dns_port = await start_dns(self._stack, self.config, self.discovery, self.server)
+
+    async def _start_http(self) -> int:
+        ctx = HttpContext(config=self.config, server=self.server, discovery=self.discovery,
+                          local=self.local, reload=self.reload, leave=self.leave,
+                          self_info=self.self_info, members=self.members)
+        app = build_app(ctx, max_body_bytes=self.config.http_config.max_request_body_bytes)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               max_line_size=MAX_HEADER_LINE, max_field_size=MAX_HEADER_LINE)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, self.config.client_addr, self.config.ports.http, reuse_address=True)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def reload(self) -> list[str]:
+        try:
+            loaded = load_config(self.argv)
+        except (ConfigError, DefinitionError) as exc:
+            return [str(p) for p in exc.problems]
+        try:
+            await self.local.replace_file_definitions(loaded.config.services, loaded.config.checks)
+        except BadRequest as exc:
+            return [str(exc)]
+        self.config.services = loaded.config.services
+        self.config.checks = loaded.config.checks
+        await self.local.sync()
+        log.info("reload complete: %d services from files", len(loaded.config.services))
+        return []
+
+    async def leave(self) -> None:
+        log.info("graceful leave requested")
+        asyncio.get_running_loop().call_soon(self.stopped.set)
+
+    async def stop(self) -> None:
+        # LIFO: DNS and HTTP listeners close, check runners stop, background loops are cancelled,
+        # then their task group drains
+        await self._stack.aclose()
+
+    def _cancel_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    def member(self) -> dict:
+        tags = {"role": "consul", "dc": self.config.datacenter, "id": self.node.id, "port":
+                str(self.config.ports.server), "build": f"{VERSION}:waypost", "vsn": "2", "vsn_min": "2",
+                "vsn_max": "3", "raft_vsn": "3"}
+        if self.config.bootstrap:
+            tags["bootstrap"] = "1"
+        return {"Name": self.node.node, "Addr": self.address, "Port": self.config.ports.serf_lan,
+                "Tags": tags, "Status": 1, "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+                "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4}
+
+    def members(self) -> list[dict]:
+        return [self.member()]
+
+    def self_info(self) -> dict:
+        return {
+            "Config": {"Datacenter": self.config.datacenter, "PrimaryDatacenter": self.config.datacenter,
+                       "NodeName": self.node.node, "NodeID": self.node.id, "Server": self.config.server,
+                       "Revision": "waypost", "Version": VERSION, "BuildDate": ""},
+            "DebugConfig": debug_config(self.config),
+            "Coord": {"Adjustment": 0, "Error": 1.5, "Height": 1e-05, "Vec": [0.0] * 8},
+            "Member": self.member(),
+            "Meta": dict(self.config.node_meta),
+            "Stats": {
+                "agent": {"check_monitors": str(len(self.runners.ids())), "services": str(len(self.state.services)),
+                          "checks": str(len(self.state.checks))},
+                "build": {"version": VERSION, "revision": "waypost", "prerelease": ""},
+                "consul": {"server": str(self.config.server).lower(), "leader": "true", "bootstrap":
+                           str(self.config.bootstrap or self.config.dev).lower(), "known_datacenters": "1",
+                           "leader_addr": self.server.leader_address()},
+                "raft": {"applied_index": str(self.server.raft.applied_index()), "state": "Leader",
+                         "num_peers": "0", "protocol_version": "3"},
+                "runtime": {"os": sys.platform, "arch": os.uname().machine, "version": sys.version.split()[0]},
+            },
+        }
+
+
+def debug_config(config: AgentConfig) -> dict:
+    """The runtime configuration as `/v1/agent/self` shows it (unstable format, like Consul's)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.name in ("services", "checks", "encrypt"):
+            continue
+        value = getattr(config, f.name)
+        out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    out["services"] = len(config.services)
+    return out
+
+
+def banner(agent: Agent) -> str:
+    c = agent.config
+    return "\n".join([
+        "==> Waypost agent running!",
+        f"           Version: '{VERSION}'",
+        f"           Node ID: '{agent.node.id}'",
+        f"         Node name: '{agent.node.node}'",
+        f"        Datacenter: '{c.datacenter}'",
+        f"            Server: {str(c.server).lower()} (Bootstrap: {str(c.bootstrap or c.dev).lower()})",
+        f"       Client Addr: [{c.client_addr}] (HTTP: {agent.http_port or -1}, DNS: {agent.dns_port or -1})",
+        f"      Cluster Addr: {agent.address} (LAN: {c.ports.serf_lan})",
+        f"          Data Dir: {c.data_dir if c.data_dir and not c.dev else '(in memory)'}",
+        "",
+        "==> Log data will now stream in as it occurs:",
+    ])
+
+
+async def _serve(agent: Agent) -> int:
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_interrupt() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            os._exit(1)  # a second Ctrl-C forces, as in Consul
+        agent.stopped.set()
+
+    loop.add_signal_handler(signal.SIGTERM, agent.stopped.set)
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    reloads: set[asyncio.Task] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(_logged_reload(agent))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await agent.start()
+    print(banner(agent), flush=True)
+    log.info("agent started: HTTP on %s:%d, DNS on %s:%d", agent.config.client_addr, agent.http_port,
+             agent.config.client_addr, agent.dns_port)
+    await agent.stopped.wait()
+    log.info("shutting down")
+    for task in reloads:
+        task.cancel()
+    await agent.stop()
+    return 0
+
+
+async def _logged_reload(agent: Agent) -> None:
+    problems = await agent.reload()
+    for problem in problems:
+        log.error("reload failed: %s", problem)
+
+
+def run_agent(argv: list[str]) -> int:
+    try:
+        loaded = load_config(argv)
+    except (ConfigError, DefinitionError) as exc:
+        for problem in exc.problems:
+            print(f"==> {problem}", file=sys.stderr)
+        return 1
+    config = loaded.config
+    logging.basicConfig(level=config.log_level.upper() if config.log_level.upper() in
+                        logging.getLevelNamesMapping() else "INFO",
+                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s", stream=sys.stdout)
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    try:
+        agent = Agent(config, argv)
+    except ClientModeUnavailable as exc:
+        print(f"==> {exc}", file=sys.stderr)
+        return 1
+    if config.pid_file:
+        Path(config.pid_file).write_text(f"{os.getpid()}\n")
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        return runner(_serve(agent))
+    except OSError as exc:
+        print(f"==> Error starting agent: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if config.pid_file:
+            with contextlib.suppress(OSError):
+                Path(config.pid_file).unlink()

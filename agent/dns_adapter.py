@@ -1,0 +1,33 @@
+"""Wires the `dns/` package to the agent: config conversion, the Lookup, the listener (layer 3).
+
+Contract: `dns_config_from(config)` turns the agent's parsed `dns_config` (plus domain,
+recursors, datacenter, node) into `dns.config.DnsConfig`; `start_dns(stack, ...)` starts UDP and
+TCP listeners on `client_addr:ports.dns`, registers their shutdown on `stack`, and returns the
+bound port (the UDP and TCP ports are equal when a fixed port is configured).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+from agent.config import AgentConfig
+from agent.discovery import Discovery, DnsLookup
+from dns.config import DnsConfig
+from dns.server import DnsServer
+
+
+def dns_config_from(config: AgentConfig) -> DnsConfig:
+    section = dataclasses.asdict(config.dns_config)
+    return DnsConfig(**section, domain=config.domain, alt_domain=config.alt_domain,
+                     recursors=list(config.recursors), datacenter=config.datacenter,
+                     node_name=config.node_name)
+
+
+async def start_dns(stack: contextlib.AsyncExitStack, config: AgentConfig, discovery: Discovery,
+                    server: object) -> int:
+    dns = DnsServer(dns_config_from(config), DnsLookup(discovery, config.datacenter))
+    host = config.addresses.dns or config.client_addr
+    udp_port, _tcp_port = await dns.start(host, config.ports.dns)
+    stack.push_async_callback(dns.stop)
+    return udp_port

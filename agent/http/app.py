@@ -1,0 +1,99 @@
+"""The HTTP API application: context, error mapping, limits, route registration (layer 4).
+
+Contract: `build_app(ctx)` returns an aiohttp application serving Consul's `/v1` API. Every
+response has a Content-Type. Errors map by class: `BadRequest`, `ProblemsError` (invalid
+definitions) and check errors → 400, `NotFound` → 404,
+`PayloadTooLarge`/oversized bodies → 413, `NoLeader` → 500 `No cluster leader`; a wrong method
+is 405 with `Allow`; an unknown `/v1` path is 404 `Invalid URL path: not a recognized HTTP API
+endpoint`. Anything unexpected is logged with its traceback and answered 500 without one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from agent.discovery import Discovery
+from agent.errors import BadRequest, NoLeader, NotFound, PayloadTooLarge, ProblemsError
+from agent.http.common import ResponseCache, text_response
+from agent.local.manager import LocalAgent
+from agent.server import CatalogServer
+from checks.errors import CheckError, UnknownCheck
+
+log = logging.getLogger("waypost.http")
+
+
+@dataclass(slots=True)
+class HttpContext:
+    """What route handlers may use; built by the agent (composition root)."""
+
+    config: object  # agent.config.AgentConfig (kept loose: http never reaches into config loading)
+    server: CatalogServer
+    discovery: Discovery
+    local: LocalAgent
+    reload: Callable[[], Awaitable[list[str]]]
+    leave: Callable[[], Awaitable[None]]
+    self_info: Callable[[], dict]
+    members: Callable[[], list[dict]]
+    responses: ResponseCache = field(default_factory=ResponseCache)
+
+
+CONTEXT = web.AppKey("context", HttpContext)
+MAX_BODY = web.AppKey("max_body", int)
+
+
+@web.middleware
+async def error_middleware(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except (BadRequest, ProblemsError) as exc:
+        return text_response(str(exc), 400)
+    except UnknownCheck as exc:
+        return text_response(str(exc), 404)
+    except CheckError as exc:
+        return text_response(str(exc), 400)
+    except NotFound as exc:
+        return text_response(str(exc), 404)
+    except PayloadTooLarge as exc:
+        return text_response(str(exc), 413)
+    except NoLeader as exc:
+        return text_response(str(exc), 500)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_BODY]
+        return text_response(f"Request body too large: the limit is {limit} bytes", 413)
+    except web.HTTPMethodNotAllowed as exc:
+        allow = ",".join(["OPTIONS", *sorted(exc.allowed_methods)])
+        if request.method == "OPTIONS":
+            return web.Response(status=200, headers={"Allow": allow}, content_type="text/plain")
+        response = text_response(f"method {request.method} not allowed", 405)
+        response.headers["Allow"] = allow
+        return response
+    except web.HTTPNotFound:
+        if request.path.startswith("/v1/"):
+            return text_response("Invalid URL path: not a recognized HTTP API endpoint", 404)
+        return text_response("Not found", 404)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return text_response("Internal error", 500)
+
+
+async def root(request: web.Request) -> web.Response:
+    return text_response("Waypost Agent: UI disabled. The HTTP API is under /v1/.\n")
+
+
+def build_app(ctx: HttpContext, *, max_body_bytes: int) -> web.Application:
+    from agent.http import agent_api, catalog, health, status
+
+    app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
+    app[CONTEXT] = ctx
+    app[MAX_BODY] = max_body_bytes
+    app.router.add_get("/", root)
+    for module in (agent_api, catalog, health, status):
+        module.register_routes(app.router)
+    return app

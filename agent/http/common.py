@@ -1,0 +1,189 @@
+"""Shared HTTP helpers: query parsing, JSON bodies and responses, blocking reads (layer 4).
+
+Contract:
+- Query parsing raises `BadRequest` with Consul's messages (`Invalid index`, `Invalid wait time`,
+  `Cannot specify ?stale with ?consistent, conflicting semantics.`), so bad input is a 400.
+- `read_json(request)` returns the decoded body or raises `BadRequest` naming the problem.
+- `blocking_read(...)` serves every catalog/health read: waits (index/wait, default 5 min, max
+  10 min, + ≤1/16 jitter) on the store's watch keys, then answers with X-Consul-Index and the
+  leader headers. Serialised bodies are cached per (path, query, index): an unchanged answer is
+  encoded once per index, not once per request.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+from aiohttp import web
+
+from agent.errors import BadRequest
+from agent.filter import apply_filter as filter_items
+from agent.filter import compile_filter
+from checks.definition import DurationError, parse_duration
+
+DEFAULT_WAIT = 300.0
+MAX_WAIT = 600.0
+JITTER_FRACTION = 16
+BLOCKING_PARAMS = frozenset({"index", "wait"})
+JSON_TYPE = "application/json"
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    """A bare `?name`, `?name=true|1` is on; `false|0` off; anything else is a 400."""
+    if name not in request.query:
+        return False
+    value = request.query[name].lower()
+    if value in ("", "true", "1", "t", "yes"):
+        return True
+    if value in ("false", "0", "f", "no"):
+        return False
+    raise BadRequest(f"Invalid value for ?{name}")
+
+
+def parse_blocking(request: web.Request) -> tuple[int, float]:
+    raw_index = request.query.get("index", "")
+    index = 0
+    if raw_index:
+        if not raw_index.isdigit() or len(raw_index) > 20:
+            raise BadRequest("Invalid index")
+        index = int(raw_index)
+    wait = DEFAULT_WAIT
+    if "wait" in request.query:
+        try:
+            wait = parse_duration(request.query["wait"])
+        except DurationError as exc:
+            raise BadRequest("Invalid wait time") from exc
+        if wait < 0:
+            raise BadRequest("Invalid wait time")
+        wait = min(wait, MAX_WAIT)
+    return index, wait
+
+
+def parse_consistency(request: web.Request) -> str:
+    stale = query_flag(request, "stale")
+    consistent = query_flag(request, "consistent")
+    if stale and consistent:
+        raise BadRequest("Cannot specify ?stale with ?consistent, conflicting semantics.")
+    if consistent and query_flag(request, "cached"):
+        raise BadRequest("Cannot specify ?cached with ?consistent, conflicting semantics.")
+    return "stale" if stale else "consistent" if consistent else "leader"
+
+
+def tags_param(request: web.Request) -> tuple[str, ...]:
+    return tuple(request.query.getall("tag", []))
+
+
+def node_meta_param(request: web.Request) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for pair in request.query.getall("node-meta", []):
+        key, sep, value = pair.partition(":")
+        if not sep or not key:
+            raise BadRequest(f"Invalid node-meta {pair!r}: expected key:value")
+        meta[key] = value
+    return meta
+
+
+def apply_filter(request: web.Request, items: list[dict]) -> list[dict]:
+    """Apply `?filter=`: a syntax or type error is a 400 (FilterError is a BadRequest)."""
+    return filter_items(request.query.get("filter") or None, items)
+
+
+def dumps(data: object, pretty: bool) -> bytes:
+    if pretty:
+        return (json.dumps(data, indent=4) + "\n").encode()
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def is_pretty(request: web.Request) -> bool:
+    return "pretty" in request.query
+
+
+def json_response(request: web.Request, data: object, *, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=dumps(data, is_pretty(request)), status=status, headers=headers,
+                        content_type=JSON_TYPE)
+
+
+def text_response(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/plain")
+
+
+async def read_json(request: web.Request, *, required: bool = True) -> object:
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise BadRequest("Request decode failed: empty request body")
+        return None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"Request decode failed: {exc}") from exc
+
+
+async def read_json_object(request: web.Request) -> dict:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise BadRequest(f"Request decode failed: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+class ResponseCache:
+    """Serialised answers by (path, query) valid while the watch keys' index is unchanged."""
+
+    def __init__(self, capacity: int = 2048) -> None:
+        self._entries: OrderedDict[tuple[str, str], tuple[int, bytes]] = OrderedDict()
+        self._capacity = capacity
+
+    def get(self, key: tuple[str, str], index: int) -> bytes | None:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] != index:
+            return None
+        self._entries.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: tuple[str, str], index: int, body: bytes) -> None:
+        self._entries[key] = (index, body)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+
+def cache_key(request: web.Request) -> tuple[str, str]:
+    query = "&".join(f"{k}={v}" for k, v in sorted(request.query.items()) if k not in BLOCKING_PARAMS)
+    return request.path, query
+
+
+async def blocking_read(request: web.Request, keys: Iterable[str],
+                        produce: Callable[[], tuple[int, object]]) -> web.Response:
+    """Answer a blocking catalog/health read; `produce()` returns (index, JSON-able data)."""
+    from agent.http.app import CONTEXT  # the app key lives with the app factory
+
+    ctx = request.app[CONTEXT]
+    keys = tuple(keys)
+    index, wait = parse_blocking(request)
+    consistency = parse_consistency(request)
+    if request.query.get("filter"):
+        compile_filter(request.query["filter"])  # a syntax error is a 400 now, not after the wait
+    server = ctx.server
+    if index > 0:
+        wait += random.uniform(0, wait / JITTER_FRACTION)
+        await server.wait_for_change(keys, index, wait)
+    key = cache_key(request)
+    current = server.store.index_of(*keys)
+    body = ctx.responses.get(key, current)
+    if body is None:
+        answer_index, data = produce()
+        body = dumps(data, is_pretty(request))
+        current = answer_index
+        ctx.responses.put(key, current, body)
+    headers = {
+        "X-Consul-Index": str(max(1, current)),
+        "X-Consul-KnownLeader": "true" if server.known_leader() else "false",
+        "X-Consul-LastContact": str(server.last_contact_ms()),
+        "X-Consul-Effective-Consistency": consistency,
+        "X-Consul-Query-Backend": "blocking-query",
+    }
+    return web.Response(body=body, headers=headers, content_type=JSON_TYPE)

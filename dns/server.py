@@ -1,0 +1,149 @@
+"""UDP and TCP listeners for the DNS interface (layer 3, asyncio).
+
+Contract:
+- `DnsServer(config, lookup, rng=None)`; `await start(host, port) -> (udp_port, tcp_port)` binds
+  both transports (port 0 → ephemeral; the UDP port is then reused for TCP when free);
+  `await stop()` closes listeners, drops TCP clients and cancels in-flight work.
+- UDP: a cached answer is sent straight from `datagram_received`; anything else runs as a task of
+  the server's TaskGroup. TCP: 2-byte length-prefixed messages, several per connection, answered in
+  order; a connection idle for `tcp_idle_timeout` or sending a truncated frame is closed; beyond
+  `max_tcp_clients` new connections are closed at once. Bad packets never raise out of a listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+import time
+
+from dns.config import DnsConfig
+from dns.handler import DnsHandler
+from dns.lookup import Lookup
+from dns.recursor import Forwarder
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_UDP = 1024  # queries waiting on a lookup; beyond that, new misses are dropped
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer):
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        server = self.server
+        try:
+            reply = server.handler.answer_cached(data, False)
+        except Exception:
+            log.exception("dns: cache path failed")
+            reply = None
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+            return
+        server._spawn(self._answer(data, addr))
+
+    async def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = await self.server.handler.handle(data, False)
+        if reply is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("dns: udp error %r", exc)
+
+
+class DnsServer:
+    def __init__(self, config: DnsConfig, lookup: Lookup, rng: random.Random | None = None):
+        self.config = config
+        self.rng = rng or random.Random()
+        self._addresses: set[tuple[str, int]] = set()
+        forwarder = Forwarder(config, self.rng, lambda: self._addresses) if config.recursors else None
+        self.handler = DnsHandler(config, lookup, rng=self.rng, serial=lambda: int(time.time()),
+                                  forward=forwarder)
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tcp_clients: set[asyncio.StreamWriter] = set()
+
+    def _spawn(self, coro) -> None:
+        if len(self._tasks) >= MAX_PENDING_UDP:
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=(host, port)
+        )
+        self._udp = transport
+        udp_port = transport.get_extra_info("sockname")[1]
+        tcp_port = port or udp_port
+        try:
+            self._tcp = await asyncio.start_server(self._serve_tcp, host, tcp_port, reuse_address=True)
+        except OSError:
+            if port:
+                transport.close()
+                raise
+            self._tcp = await asyncio.start_server(self._serve_tcp, host, 0, reuse_address=True)
+        tcp_port = self._tcp.sockets[0].getsockname()[1]
+        self._addresses = {(host, udp_port), (host, tcp_port)}
+        log.info("dns: listening on %s udp/%d tcp/%d", host, udp_port, tcp_port)
+        return udp_port, tcp_port
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+        for writer in list(self._tcp_clients):
+            writer.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._tcp is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await self._tcp.wait_closed()
+            self._tcp = None
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._tcp_clients) >= self.config.max_tcp_clients:
+            writer.close()
+            return
+        self._tcp_clients.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)  # type: ignore[arg-type]
+        try:
+            while True:
+                async with asyncio.timeout(self.config.tcp_idle_timeout):
+                    (length,) = struct.unpack("!H", await reader.readexactly(2))
+                    data = await reader.readexactly(length)
+                reply = self.handler.answer_cached(data, True)
+                if reply is None:
+                    reply = await self.handler.handle(data, True)
+                if reply is None:
+                    continue
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        except Exception:
+            log.exception("dns: tcp client failed")
+        finally:
+            self._tcp_clients.discard(writer)
+            if task is not None:
+                self._tasks.discard(task)  # type: ignore[arg-type]
+            writer.close()
