@@ -18,7 +18,8 @@ from aiohttp import web
 
 from agent.discovery import Discovery
 from agent.errors import BadRequest, NoLeader, NotFound, PayloadTooLarge, ProblemsError
-from agent.http.common import ResponseCache, text_response
+from agent.http.common import text_response
+from agent.http.fastpath import ReadCache
 from agent.local.manager import LocalAgent
 from agent.server import CatalogServer
 from checks.errors import CheckError, UnknownCheck
@@ -38,7 +39,7 @@ class HttpContext:
     leave: Callable[[], Awaitable[None]]
     self_info: Callable[[], dict]
     members: Callable[[], list[dict]]
-    responses: ResponseCache = field(default_factory=ResponseCache)
+    responses: ReadCache = field(default_factory=ReadCache)
 
 
 CONTEXT = web.AppKey("context", HttpContext)

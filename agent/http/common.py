@@ -6,15 +6,14 @@ Contract:
 - `read_json(request)` returns the decoded body or raises `BadRequest` naming the problem.
 - `blocking_read(...)` serves every catalog/health read: waits (index/wait, default 5 min, max
   10 min, + ≤1/16 jitter) on the store's watch keys, then answers with X-Consul-Index and the
-  leader headers. Serialised bodies are cached per (path, query, index): an unchanged answer is
-  encoded once per index, not once per request.
+  leader headers. Serialised answers live in the `ReadCache` per (path, query): an unchanged
+  answer is encoded once per index, not once per request, and the fast path can serve it.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from aiohttp import web
@@ -22,6 +21,7 @@ from aiohttp import web
 from agent.errors import BadRequest
 from agent.filter import apply_filter as filter_items
 from agent.filter import compile_filter
+from agent.http.fastpath import CachedRead, read_key
 from checks.definition import DurationError, parse_duration
 
 DEFAULT_WAIT = 300.0
@@ -130,32 +130,6 @@ async def read_json_object(request: web.Request) -> dict:
     return body
 
 
-class ResponseCache:
-    """Serialised answers by (path, query) valid while the watch keys' index is unchanged."""
-
-    def __init__(self, capacity: int = 2048) -> None:
-        self._entries: OrderedDict[tuple[str, str], tuple[int, bytes]] = OrderedDict()
-        self._capacity = capacity
-
-    def get(self, key: tuple[str, str], index: int) -> bytes | None:
-        hit = self._entries.get(key)
-        if hit is None or hit[0] != index:
-            return None
-        self._entries.move_to_end(key)
-        return hit[1]
-
-    def put(self, key: tuple[str, str], index: int, body: bytes) -> None:
-        self._entries[key] = (index, body)
-        self._entries.move_to_end(key)
-        if len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
-
-
-def cache_key(request: web.Request) -> tuple[str, str]:
-    query = "&".join(f"{k}={v}" for k, v in sorted(request.query.items()) if k not in BLOCKING_PARAMS)
-    return request.path, query
-
-
 async def blocking_read(request: web.Request, keys: Iterable[str],
                         produce: Callable[[], tuple[int, object]]) -> web.Response:
     """Answer a blocking catalog/health read; `produce()` returns (index, JSON-able data)."""
@@ -171,19 +145,24 @@ async def blocking_read(request: web.Request, keys: Iterable[str],
     if index > 0:
         wait += random.uniform(0, wait / JITTER_FRACTION)
         await server.wait_for_change(keys, index, wait)
-    key = cache_key(request)
+    key, _ = read_key(request.rel_url.raw_path, request.rel_url.raw_query_string)
     current = server.store.index_of(*keys)
-    body = ctx.responses.get(key, current)
-    if body is None:
-        answer_index, data = produce()
-        body = dumps(data, is_pretty(request))
-        current = answer_index
-        ctx.responses.put(key, current, body)
+    entry = ctx.responses.get(key)
+    if entry is None or entry.index != current:
+        pretty = is_pretty(request)
+
+        def produce_bytes() -> tuple[int, bytes]:
+            answer_index, data = produce()
+            return answer_index, dumps(data, pretty)
+
+        answer_index, body = produce_bytes()
+        entry = CachedRead(keys, answer_index, body, consistency, produce_bytes)
+        ctx.responses.put(key, entry)
     headers = {
-        "X-Consul-Index": str(max(1, current)),
+        "X-Consul-Index": str(max(1, entry.index)),
         "X-Consul-KnownLeader": "true" if server.known_leader() else "false",
         "X-Consul-LastContact": str(server.last_contact_ms()),
         "X-Consul-Effective-Consistency": consistency,
         "X-Consul-Query-Backend": "blocking-query",
     }
-    return web.Response(body=body, headers=headers, content_type=JSON_TYPE)
+    return web.Response(body=entry.body, headers=headers, content_type=JSON_TYPE)

@@ -42,8 +42,16 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    """utime+stime of a process and its live children (nginx serves from a worker process)."""
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for one in pids:
+        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
 
 
 def rss_mib(pid: int) -> float:
@@ -138,6 +146,8 @@ def main() -> None:
                                            "Service": {"Service": "web", "ID": f"web-{i + 1}", "Port": 8080,
                                                        "Tags": ["v1", "primary"]}})
     paths = {"catalog": "/v1/catalog/service/web", "health": "/v1/health/service/web?passing"}
+    for path in paths.values():
+        agent.get(path)  # warm the read cache, as any earlier reader would have (see agent/http/fastpath.py)
     nginx_port = free_port()
     nginx = start_nginx(workdir, agent.get(paths["catalog"]).body, nginx_port)
     try:
