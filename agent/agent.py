@@ -4,8 +4,14 @@ Contract: `Agent(config)`; `await agent.start()` recovers the catalog, registers
 loads the configured service definitions and starts the HTTP and DNS listeners (ready when it
 returns); `await agent.reload()` re-reads config files and applies added, changed and removed
 definitions (all-or-nothing; returns the problems found); `await agent.stop()` stops listeners,
-check runners and background tasks. `run_agent(argv)` is `waypost agent`: config, banner,
-signals (SIGTERM/SIGINT stop, SIGHUP reloads), pid file, exit code.
+check runners and background tasks. `run_agent(argv)` is `waypost agent`: config, logging
+(agent.logs), banner, signals and systemd notifications (agent.lifecycle), pid file, exit code.
+The agent owns one `Metrics` registry (agent.metrics) and, under systemd, a `Notifier`.
+
+Internal settings for tests (environment, not Consul keys, Go durations):
+`WAYPOST_TEST_CHECK_REAP_INTERVAL` (how often critical services are reaped, default 30 s) and
+`WAYPOST_TEST_CHECK_DEREGISTER_MIN` (the floor of `deregister_critical_service_after`, default
+1 min); a bad value stops the agent at start-up with a message naming the variable.
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import random
-import signal
 import socket
 import sys
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -27,19 +34,31 @@ from aiohttp import web
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.discovery import Discovery
 from agent.dns_adapter import start_dns
-from agent.errors import BadRequest, DefinitionError
+from agent.errors import BadRequest, DefinitionError, Problem
 from agent.http.app import HttpContext, build_app
+from agent.http.fastpath import FastReadServer
+from agent.http.ops import install as install_ops
+from agent.lifecycle import instrument, instrument_dns, serve
 from agent.local.antientropy import AntiEntropy
 from agent.local.manager import LocalAgent
 from agent.local.state import LocalState
+from agent.logs import LogOptions, LogSetup, setup_logging
+from agent.metrics import Metrics, sample_loop_lag
+from agent.sdnotify import Notifier, clean_environ
 from agent.server import CatalogServer
+from agent.sessions_driver import SessionDriver
 from agent.types import Node
 from agent.version import VERSION
 from checks.checkset import CheckSet
+from checks.definition import DurationError, parse_duration
 from checks.result import CheckResult
 
 log = logging.getLogger("waypost.agent")
 MAX_HEADER_LINE = 16 * 1024  # request line and each header; longer ones are refused with 400
+# gen-0 threshold 50,000 (CPython: 700): thousands of in-flight check probes otherwise promote
+# short-lived I/O objects to the old generation and trigger ~1 full collection a second, each a
+# 100+ ms stall of the loop (tests/bench/bench_checks.py: lag p99 123 ms → 3 ms with this)
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 class ClientModeUnavailable(Exception):
@@ -71,6 +90,27 @@ def node_id(config: AgentConfig) -> str:
     return value
 
 
+INTERNAL_CHECK_TIMING = {"WAYPOST_TEST_CHECK_REAP_INTERVAL": "reap_interval",
+                         "WAYPOST_TEST_CHECK_DEREGISTER_MIN": "min_deregister_after"}
+
+
+def internal_check_timing(environ: Mapping[str, str]) -> dict[str, float]:
+    """CheckSet keyword overrides from the internal test settings (see the module docstring)."""
+    out: dict[str, float] = {}
+    for variable, keyword in INTERNAL_CHECK_TIMING.items():
+        raw = environ.get(variable, "").strip()
+        if not raw:
+            continue
+        try:
+            seconds = parse_duration(raw)
+        except DurationError:
+            seconds = -1.0
+        if seconds <= 0:
+            raise ConfigError([Problem(variable, 0, f"must be a positive duration such as 1s, got {raw!r}")])
+        out[keyword] = seconds
+    return out
+
+
 class Agent:
     def __init__(self, config: AgentConfig, argv: list[str] | None = None) -> None:
         if not config.server:
@@ -81,6 +121,9 @@ class Agent:
             raise ClientModeUnavailable(
                 "-bootstrap-expect > 1 needs Raft replication, which is not built yet: "
                 "use -bootstrap or -bootstrap-expect 1")
+        if config.retry_join or config.start_join:
+            log.warning("-join/-retry-join %s ignored: joining a cluster needs gossip, which is not built yet",
+                        ", ".join(config.start_join + config.retry_join))
         self.config = config
         self.argv = list(argv or [])
         self.address = advertise_address(config)
@@ -95,11 +138,13 @@ class Agent:
         self.state = LocalState(self.node)
         self.sync = AntiEntropy(self.state, self.server, rng=random.Random())
         self.discovery = Discovery(self.server)
+        self.sessions = SessionDriver(self.server)  # session TTLs, lock-delay, tombstone reaping
         state_dir = Path(config.data_dir) / "checks" if config.data_dir and not config.dev else None
         self.runners = CheckSet(self._notify, state_dir=state_dir, node_name=config.node_name,
                                 on_critical_too_long=self._critical_too_long,
                                 alias_source=self.discovery.alias_statuses,
-                                output_max_size=config.check_output_max_size)
+                                output_max_size=config.check_output_max_size,
+                                **internal_check_timing(os.environ))
         self.local = LocalAgent(self.state, self.sync, self.runners,
                                 enable_script_checks=config.enable_script_checks,
                                 enable_local_script_checks=config.enable_local_script_checks)
@@ -108,6 +153,9 @@ class Agent:
         self.http_port = 0
         self.dns_port = 0
         self.stopped = asyncio.Event()
+        self.metrics = Metrics()
+        self.notifier = Notifier(None)  # run_agent sets the real one from the environment
+        self.logs: LogSetup | None = None  # set by run_agent; None when embedded (tests)
 
     def _notify(self, check_id: str, result: CheckResult) -> None:
         self.local.notify(check_id, result.status, result.output)
@@ -124,32 +172,60 @@ class Agent:
 
     async def _start(self) -> None:
         self.server.register_self(self.node, self.config.ports.server, VERSION)
-        group = await self._stack.enter_async_context(asyncio.TaskGroup())
+        group = self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._stack.callback(self._cancel_background)  # runs after listeners and runners stop
         self._tasks = [group.create_task(self.server.run(), name="raft-apply"),
-                       group.create_task(self.sync.run(), name="anti-entropy")]
+                       group.create_task(self.sync.run(), name="anti-entropy"),
+                       group.create_task(self.sessions.run(), name="session-timers")]
+        self._tasks += [group.create_task(sample_loop_lag(self.metrics), name="loop-lag"),
+                        group.create_task(self.notifier.run_watchdog(self.healthy), name="watchdog")]
+        instrument(self)
         await self._stack.enter_async_context(self.runners)
         await self.local.replace_file_definitions(self.config.services, self.config.checks)
         await self.local.sync()
         if self.config.ports.http >= 0:
             self.http_port = await self._start_http()
         if self.config.ports.dns >= 0:
-            self.dns_port = await start_dns(self._stack, self.config, self.discovery, self.server)
+            self.dns_port = await start_dns(self._stack, self.config, self.discovery, self.server,
+                                            on_created=lambda dns: instrument_dns(self.metrics, dns))
+
+    def healthy(self) -> bool:
+        """The core loops are alive (the systemd watchdog pings only then)."""
+        return all(not t.done() for t in self._tasks if t.get_name() in ("raft-apply", "anti-entropy"))
 
     async def _start_http(self) -> int:
         ctx = HttpContext(config=self.config, server=self.server, discovery=self.discovery,
                           local=self.local, reload=self.reload, leave=self.leave,
-                          self_info=self.self_info, members=self.members)
+                          self_info=self.self_info, members=self.members, sessions=self.sessions)
         app = build_app(ctx, max_body_bytes=self.config.http_config.max_request_body_bytes)
+        install_ops(app, self.metrics, self.logs.hub if self.logs else None)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                max_line_size=MAX_HEADER_LINE, max_field_size=MAX_HEADER_LINE)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, self.config.client_addr, self.config.ports.http, reuse_address=True)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # the fast path owns each connection first and hands it to aiohttp's protocol when needed
+        fast = FastReadServer(ctx.responses, self.server, runner.server)  # type: ignore[arg-type]
+        listener = await asyncio.get_running_loop().create_server(
+            fast, self.config.addresses.http or self.config.client_addr, self.config.ports.http,
+            reuse_address=True)
+        self._stack.callback(fast.close_all)
+        self._stack.callback(listener.close)
+        self._tasks.append(self._group.create_task(fast.sweep_idle(), name="http-idle-sweeper"))
+        self.metrics.add_source(lambda: [("api.http.fast_path", {}, fast.served)], counter=True)
+        if self.logs is not None:
+            self._stack.callback(self.logs.hub.close)  # ends monitor streams before HTTP drains
+        return listener.sockets[0].getsockname()[1]
 
     async def reload(self) -> list[str]:
+        self.notifier.reloading()
+        problems: list[str] = ["reload interrupted"]
+        try:
+            problems = await self._reload()
+        finally:
+            self.notifier.ready("serving" if not problems else f"serving; reload failed: {problems[0]}")
+        return problems
+
+    async def _reload(self) -> list[str]:
         try:
             loaded = load_config(self.argv)
         except (ConfigError, DefinitionError) as exc:
@@ -160,9 +236,19 @@ class Agent:
             return [str(exc)]
         self.config.services = loaded.config.services
         self.config.checks = loaded.config.checks
+        if self.logs is not None and loaded.config.log_level != self.config.log_level:
+            self.logs.set_level(loaded.config.log_level)
+            self.config.log_level = loaded.config.log_level
         await self.local.sync()
         log.info("reload complete: %d services from files", len(loaded.config.services))
         return []
+
+    async def graceful_leave(self) -> None:
+        """Leave before stopping: keep serving for `performance.leave_drain_time` so in-flight
+        requests finish (Consul's server leave; the gossip leave joins here once gossip exists)."""
+        drain = self.config.performance.leave_drain_time
+        log.info("leaving: draining requests for %.1fs", drain)
+        await asyncio.sleep(drain)
 
     async def leave(self) -> None:
         log.info("graceful leave requested")
@@ -235,50 +321,12 @@ def banner(agent: Agent) -> str:
         f"        Datacenter: '{c.datacenter}'",
         f"            Server: {str(c.server).lower()} (Bootstrap: {str(c.bootstrap or c.dev).lower()})",
         f"       Client Addr: [{c.client_addr}] (HTTP: {agent.http_port or -1}, DNS: {agent.dns_port or -1})",
-        f"      Cluster Addr: {agent.address} (LAN: {c.ports.serf_lan})",
+        f"      Cluster Addr: {agent.address} (LAN: {c.ports.serf_lan}, WAN: {c.ports.serf_wan})",
+        f" Gossip Encryption: {str(bool(c.encrypt)).lower()}",
         f"          Data Dir: {c.data_dir if c.data_dir and not c.dev else '(in memory)'}",
         "",
         "==> Log data will now stream in as it occurs:",
     ])
-
-
-async def _serve(agent: Agent) -> int:
-    loop = asyncio.get_running_loop()
-    interrupts = 0
-
-    def on_interrupt() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts > 1:
-            os._exit(1)  # a second Ctrl-C forces, as in Consul
-        agent.stopped.set()
-
-    loop.add_signal_handler(signal.SIGTERM, agent.stopped.set)
-    loop.add_signal_handler(signal.SIGINT, on_interrupt)
-    reloads: set[asyncio.Task] = set()
-
-    def on_hup() -> None:
-        task = loop.create_task(_logged_reload(agent))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    await agent.start()
-    print(banner(agent), flush=True)
-    log.info("agent started: HTTP on %s:%d, DNS on %s:%d", agent.config.client_addr, agent.http_port,
-             agent.config.client_addr, agent.dns_port)
-    await agent.stopped.wait()
-    log.info("shutting down")
-    for task in reloads:
-        task.cancel()
-    await agent.stop()
-    return 0
-
-
-async def _logged_reload(agent: Agent) -> None:
-    problems = await agent.reload()
-    for problem in problems:
-        log.error("reload failed: %s", problem)
 
 
 def run_agent(argv: list[str]) -> int:
@@ -289,16 +337,22 @@ def run_agent(argv: list[str]) -> int:
             print(f"==> {problem}", file=sys.stderr)
         return 1
     config = loaded.config
-    logging.basicConfig(level=config.log_level.upper() if config.log_level.upper() in
-                        logging.getLevelNamesMapping() else "INFO",
-                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s", stream=sys.stdout)
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        logs = setup_logging(LogOptions.from_config(config), sys.stdout)
+    except OSError as exc:
+        print(f"==> Error opening log file: {exc}", file=sys.stderr)
+        return 1
+    notifier = Notifier.from_environ(os.environ)
+    clean_environ(os.environ)  # script checks must not inherit NOTIFY_SOCKET
     for warning in loaded.warnings:
         log.warning("%s", warning)
     try:
         agent = Agent(config, argv)
-    except ClientModeUnavailable as exc:
+    except (ClientModeUnavailable, ConfigError) as exc:
         print(f"==> {exc}", file=sys.stderr)
         return 1
+    agent.logs, agent.notifier = logs, notifier
     if config.pid_file:
         Path(config.pid_file).write_text(f"{os.getpid()}\n")
     try:
@@ -308,11 +362,14 @@ def run_agent(argv: list[str]) -> int:
     except ImportError:
         runner = asyncio.run
     try:
-        return runner(_serve(agent))
+        return runner(serve(agent, banner))
     except OSError as exc:
+        notifier.status(f"failed: {exc}")
         print(f"==> Error starting agent: {exc}", file=sys.stderr)
         return 1
     finally:
+        notifier.close()
+        logs.close()
         if config.pid_file:
             with contextlib.suppress(OSError):
                 Path(config.pid_file).unlink()

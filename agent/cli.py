@@ -17,7 +17,11 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
+from agent.cli_checks import cmd_checks_history
 from agent.cli_common import CommandExit, CommandFailed, Ctx
+from agent.cli_kv import KV
+from agent.cli_lock import LockLost, cmd_elect, cmd_lock
+from agent.cli_ops import cmd_monitor
 from agent.cli_query import (
     cmd_catalog_datacenters,
     cmd_catalog_nodes,
@@ -88,6 +92,9 @@ CATALOG = {
     "nodes": ("Lists all nodes in the given datacenter", cmd_catalog_nodes),
     "services": ("Lists all registered services in a datacenter", cmd_catalog_services),
 }
+CHECKS = {
+    "history": ("Shows the status transitions of a local check", cmd_checks_history),
+}
 SERVICES = {
     "register": ("Register services with the local agent", cmd_services_register),
     "deregister": ("Deregister services with the local agent", cmd_services_deregister),
@@ -95,10 +102,15 @@ SERVICES = {
 COMMANDS: dict[str, tuple[str, Command]] = {
     "agent": ("Runs a waypost agent", cmd_agent),
     "catalog": ("Interact with the catalog", _group("catalog", "Interact with the catalog.", CATALOG)),
+    "checks": ("Interact with health checks", _group("checks", "Interact with health checks.", CHECKS)),
+    "elect": ("Campaign for leadership on a key prefix", cmd_elect),
     "info": ("Provides debugging information for operators", cmd_info),
     "join": ("Tell the agent to join a cluster", cmd_join),
+    "kv": ("Interact with the key-value store", _group("kv", "Interact with the key-value store.", KV)),
     "leave": ("Gracefully leaves the cluster and shuts down", cmd_leave),
+    "lock": ("Execute a command holding a lock", cmd_lock),
     "members": ("Lists the members of a cluster", cmd_members),
+    "monitor": ("Stream logs from a waypost agent", cmd_monitor),
     "reload": ("Triggers the agent to reload configuration files", cmd_reload),
     "services": ("Interact with services", _group("services", "Interact with services.", SERVICES)),
     "validate": ("Validate config and service definition files", cmd_validate),
@@ -150,7 +162,7 @@ def main(
         if done.stderr:
             ctx.err(done.stderr.rstrip("\n"))
         return done.code
-    except CommandFailed as err:
+    except (CommandFailed, LockLost) as err:
         ctx.err(str(err))
         return 1
     except KeyboardInterrupt:

@@ -140,6 +140,10 @@ class AgentConfig:
     retry_max: int = rule(0, min=0)  # 0 = forever
     log_level: str = rule("INFO", choices=("TRACE", "DEBUG", "INFO", "WARN", "ERROR"))
     log_json: bool = False
+    log_file: str = ""  # "" = no log file; a directory (or a path ending in /) gets waypost.log in it
+    log_rotate_bytes: int = rule(0, min=0)  # 0 = no size limit
+    log_rotate_duration: float = dur(24 * 3600.0)  # 0 = no time limit
+    log_rotate_max_files: int = rule(0, min=-1)  # archives kept: 0 = all, -1 = none
     pid_file: str = ""
     ui_config: UIConfig = field(default_factory=UIConfig)
     enable_script_checks: bool = False

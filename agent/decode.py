@@ -14,7 +14,8 @@ Contract:
 - Check rules (§1.14): exactly one kind; interval required for probe kinds and raised to
   `MIN_INTERVAL`; TTL checks take no interval; timeout defaults per kind and never exceeds the
   interval; failures_before_warning defaults to failures_before_critical and may not exceed it;
-  deregister_critical_service_after is raised to `MIN_DEREGISTER_AFTER`.
+  deregister_critical_service_after is kept as given (like Consul, the agent's check supervisor
+  applies the 1 min floor, `checks.schedule.deregister_after`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ DNS_NAME_RE = re.compile(r"^[a-zA-Z0-9-]+$")
 DNS_LABEL_MAX = 63
 MAX_NAME = 512
 MIN_INTERVAL = 1.0
-MIN_DEREGISTER_AFTER = 60.0
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_SCRIPT_TIMEOUT = 30.0
 DEFAULT_OUTPUT_MAX_SIZE = 4096
@@ -267,6 +267,10 @@ def _check_rules(f: Fields, d: CheckDefinition) -> None:
         return
     d.kind = kinds[0]
     if d.kind in INTERVAL_KINDS:
+        if d.interval <= 0 and f.has("Interval"):
+            f.error(f.path_of("interval"), f"interval must be greater than 0 for {d.kind.value} checks "
+                                           f"(at least 1s is used), got {format_duration(d.interval)}")
+            return
         if d.interval <= 0:
             f.error(path, f"interval is required for {d.kind.value} checks")
             return
@@ -290,8 +294,6 @@ def _check_rules(f: Fields, d: CheckDefinition) -> None:
         f.error(f.path_of("failures_before_warning"),
                 f"failures_before_warning ({d.failures_before_warning}) must not exceed "
                 f"failures_before_critical ({d.failures_before_critical})")
-    if d.deregister_critical_service_after:
-        d.deregister_critical_service_after = max(d.deregister_critical_service_after, MIN_DEREGISTER_AFTER)
 
 
 def _valid_host_port(value: str) -> bool:

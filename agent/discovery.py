@@ -148,9 +148,9 @@ class DnsLookup:
         return servers[:3]
 
     def change_index(self, service: str | None) -> int:
+        if service is None:  # called on every DNS cache hit: keep it short
+            return self._discovery.store.last_index
         store = self._discovery.store
-        if service is None:
-            return store.last_index
         spellings = self._spellings(service)
         keys = [f"service.{name}" for name in spellings] or [f"service.{service}"]
         return max(store.index_of(*keys), store.index_of("services"))

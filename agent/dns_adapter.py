@@ -3,13 +3,15 @@
 Contract: `dns_config_from(config)` turns the agent's parsed `dns_config` (plus domain,
 recursors, datacenter, node) into `dns.config.DnsConfig`; `start_dns(stack, ...)` starts UDP and
 TCP listeners on `client_addr:ports.dns`, registers their shutdown on `stack`, and returns the
-bound port (the UDP and TCP ports are equal when a fixed port is configured).
+bound port (the UDP and TCP ports are equal when a fixed port is configured); `on_created(dns)`
+is called with the `DnsServer` before it starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 
 from agent.config import AgentConfig
 from agent.discovery import Discovery, DnsLookup
@@ -25,8 +27,10 @@ def dns_config_from(config: AgentConfig) -> DnsConfig:
 
 
 async def start_dns(stack: contextlib.AsyncExitStack, config: AgentConfig, discovery: Discovery,
-                    server: object) -> int:
+                    server: object, *, on_created: Callable[[DnsServer], None] | None = None) -> int:
     dns = DnsServer(dns_config_from(config), DnsLookup(discovery, config.datacenter))
+    if on_created is not None:
+        on_created(dns)  # e.g. the agent wiring the server's counters into its metrics
     host = config.addresses.dns or config.client_addr
     udp_port, _tcp_port = await dns.start(host, config.ports.dns)
     stack.push_async_callback(dns.stop)

@@ -10,10 +10,16 @@ Contract:
   when recursors are configured, else REFUSED.
 - `forward(data, tcp) -> bytes | None` relays to upstream (dns/recursor.py); None → SERVFAIL.
 - `serial()` gives the SOA serial (the server passes Unix time); `rng` shuffles answers.
+- Two caches (dns/cache.py): `cache` (by parsed question, patched per request) and `hot` (by the
+  exact query bytes after the ID, for UDP queries whose packet is `plain`): every UDP answer that
+  can be cached, from either path, is also installed in `hot`, whose hits the UDP listener serves
+  without calling the handler (`epoch()` is `lookup.change_index(None)`, the cheap "anything
+  changed?" test; `hot_get(key)` is the full revalidating lookup).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -21,7 +27,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from dns import answer as ans
-from dns.cache import AnswerCache, CacheKey
+from dns.cache import AnswerCache, CacheKey, HotCache
 from dns.config import DnsConfig
 from dns.lookup import Lookup, ServiceEndpoint, UnknownDatacenter
 from dns.query import (
@@ -77,6 +83,8 @@ class DnsHandler:
         self.forward = forward if config.recursors else None
         self.zones = Zones.make(config.domain, config.alt_domain)
         self.cache = AnswerCache(config.cache_entries)
+        self.hot = HotCache(config.cache_entries)
+        self.epoch = functools.partial(lookup.change_index, None)
         self._compress = not config.disable_compression
 
     # ------------------------------------------------------------ hot path
@@ -92,6 +100,10 @@ class DnsHandler:
             return PLAIN_UDP_LIMIT
         return min(max(req.edns_size, PLAIN_UDP_LIMIT), self.config.max_udp_size)
 
+    def hot_get(self, key: bytes) -> bytes | None:
+        """The reply tail (after the ID) for a UDP query whose bytes after the ID are `key`."""
+        return self.hot.get(key, self.lookup.change_index)
+
     def answer_cached(self, data: bytes, tcp: bool) -> bytes | None:
         try:
             req = parse_request(data)
@@ -99,8 +111,17 @@ class DnsHandler:
             return None
         if req.edns_version:
             return None
-        wire = self.cache.get(self._key(req, tcp), self.lookup.change_index)
-        return patch(wire, data, req.qname) if wire is not None else None
+        entry = self.cache.entry(self._key(req, tcp), self.lookup.change_index, self.epoch())
+        if entry is None:
+            return None
+        if not tcp and req.plain:
+            self._install_hot(req, entry.variants, entry.dep, entry.token, entry.epoch)
+        return patch(entry.rotate(), data, req.qname)
+
+    def _install_hot(self, req: Request, variants: Sequence[bytes], dep: str | None, token: int,
+                     epoch: int) -> None:
+        tails = [patch(wire, req.data, req.qname)[2:] for wire in variants]
+        self.hot.put(req.data[2:], tails, dep, token, epoch)
 
     # ------------------------------------------------------------ full path
 
@@ -131,7 +152,7 @@ class DnsHandler:
         if req.qtype in (QTYPE_OPT, 0):
             return self._error(req, RCODE_FORMERR)
         key = self._key(req, tcp)
-        cached = self.cache.get(key, self.lookup.change_index)
+        cached = self.cache.get(key, self.lookup.change_index, self.epoch())
         if cached is not None:
             return patch(cached, req.data, req.qname)
         lowered = tuple(label.lower() for label in req.labels)
@@ -139,13 +160,16 @@ class DnsHandler:
         labels = lowered if self._compress else req.labels
         question = ans.Question(labels, req.qtype, req.qclass)
         shape = self._shape(req, tcp)
+        epoch = self.epoch()  # read before the lookup, like the token
         try:
             builts, dep, token = await self._resolve(question, query)
         except _Forwarded:
             return await self._forward(req, tcp)
         variants = [ans.encode(question, built, shape) for built in builts]
         if token is not None:
-            self.cache.put(key, variants, dep, token)
+            self.cache.put(key, variants, dep, token, epoch)
+            if not tcp and req.plain:
+                self._install_hot(req, variants[1:] + variants[:1], dep, token, epoch)
         return patch(variants[0], req.data, req.qname)
 
     def _shape(self, req: Request, tcp: bool) -> ans.Shape:

@@ -4,10 +4,16 @@ Contract:
 - `DnsServer(config, lookup, rng=None)`; `await start(host, port) -> (udp_port, tcp_port)` binds
   both transports (port 0 → ephemeral; the UDP port is then reused for TCP when free);
   `await stop()` closes listeners, drops TCP clients and cancels in-flight work.
-- UDP: a cached answer is sent straight from `datagram_received`; anything else runs as a task of
-  the server's TaskGroup. TCP: 2-byte length-prefixed messages, several per connection, answered in
-  order; a connection idle for `tcp_idle_timeout` or sending a truncated frame is closed; beyond
-  `max_tcp_clients` new connections are closed at once. Bad packets never raise out of a listener.
+- UDP: a query whose exact bytes (after the ID) are in the handler's hot cache, with nothing in
+  the catalog changed since the entry was checked, is answered inline in `datagram_received` (a
+  dict lookup, the epoch test, the ID prepended: no parsing, no objects); next the revalidating hot
+  lookup and the parsed-question cache; anything else runs as a task of the server's TaskGroup.
+  TCP: 2-byte length-prefixed messages, several per connection, answered in order; a connection
+  idle for `tcp_idle_timeout` or sending a truncated frame is closed; beyond `max_tcp_clients`
+  new connections are closed at once. Bad packets never raise out of a listener.
+- Counters for metrics: `queries["udp"|"tcp"]` counts every query received, `cache_hits` those
+  answered from a cache; `on_answered(seconds)`, when set, is called with the time spent on each
+  query that missed the answer cache. (Plain int attributes on the hot path, summed on read.)
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import logging
 import random
 import struct
 import time
+from collections.abc import Callable
 
 from dns.config import DnsConfig
 from dns.handler import DnsHandler
 from dns.lookup import Lookup
 from dns.recursor import Forwarder
 
+EPHEMERAL_PAIR_ATTEMPTS = 20  # UDP ports tried (port 0) before giving up on a free TCP twin
 log = logging.getLogger(__name__)
 
 MAX_PENDING_UDP = 1024  # queries waiting on a lookup; beyond that, new misses are dropped
@@ -33,24 +41,38 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer):
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
+        self._hot = server.handler.hot.entries  # the dict itself: the hot path reads it inline
+        self._epoch = server.handler.epoch
+        self.received = 0
+        self.past_hot = 0  # received queries the inline hot path did not answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        server = self.server
+        self.received += 1
         try:
-            reply = server.handler.answer_cached(data, False)
+            entry = self._hot.get(data[2:])
+            if entry is not None and entry.epoch == self._epoch():
+                self.transport.sendto(data[:2] + next(entry.cycle), addr)  # type: ignore[union-attr]
+                return
+            self.past_hot += 1
+            handler = self.server.handler
+            tail = handler.hot_get(data[2:])
+            reply = data[:2] + tail if tail is not None else handler.answer_cached(data, False)
         except Exception:
             log.exception("dns: cache path failed")
             reply = None
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
             return
-        server._spawn(self._answer(data, addr))
+        self.server._spawn(self._answer(data, addr))
 
     async def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
+        started = time.perf_counter()
         reply = await self.server.handler.handle(data, False)
+        if self.server.on_answered is not None:
+            self.server.on_answered(time.perf_counter() - started)
         if reply is not None and self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
 
@@ -70,6 +92,20 @@ class DnsServer:
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._tcp_clients: set[asyncio.StreamWriter] = set()
+        self._udp_protocol: _UdpProtocol | None = None
+        self._tcp_queries = 0
+        self._stopping = False
+        self.on_answered: Callable[[float], None] | None = None  # metrics hook (slow path only)
+
+    @property
+    def queries(self) -> dict[str, int]:
+        udp = self._udp_protocol.received if self._udp_protocol is not None else 0
+        return {"udp": udp, "tcp": self._tcp_queries}
+
+    @property
+    def cache_hits(self) -> int:
+        proto = self._udp_protocol
+        return self.handler.cache.hits + (proto.received - proto.past_hot if proto is not None else 0)
 
     def _spawn(self, coro) -> None:
         if len(self._tasks) >= MAX_PENDING_UDP:
@@ -81,25 +117,29 @@ class DnsServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[int, int]:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, port)
-        )
-        self._udp = transport
-        udp_port = transport.get_extra_info("sockname")[1]
-        tcp_port = port or udp_port
-        try:
-            self._tcp = await asyncio.start_server(self._serve_tcp, host, tcp_port, reuse_address=True)
-        except OSError:
-            if port:
+        # with port 0, UDP and TCP should still share one number (clients try TCP on the UDP port
+        # after a truncated answer): retry a few ephemeral ports whose TCP twin is taken
+        for attempt in range(EPHEMERAL_PAIR_ATTEMPTS):
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(host, port)
+            )
+            udp_port = transport.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._serve_tcp, host, port or udp_port, reuse_address=True)
+                break
+            except OSError:
                 transport.close()
-                raise
-            self._tcp = await asyncio.start_server(self._serve_tcp, host, 0, reuse_address=True)
+                if port or attempt == EPHEMERAL_PAIR_ATTEMPTS - 1:
+                    raise
+        self._udp_protocol = protocol
+        self._udp = transport
         tcp_port = self._tcp.sockets[0].getsockname()[1]
         self._addresses = {(host, udp_port), (host, tcp_port)}
         log.info("dns: listening on %s udp/%d tcp/%d", host, udp_port, tcp_port)
         return udp_port, tcp_port
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -131,15 +171,23 @@ class DnsServer:
                 async with asyncio.timeout(self.config.tcp_idle_timeout):
                     (length,) = struct.unpack("!H", await reader.readexactly(2))
                     data = await reader.readexactly(length)
+                self._tcp_queries += 1
                 reply = self.handler.answer_cached(data, True)
                 if reply is None:
+                    started = time.perf_counter()
                     reply = await self.handler.handle(data, True)
+                    if self.on_answered is not None:
+                        self.on_answered(time.perf_counter() - started)
                 if reply is None:
                     continue
                 writer.write(struct.pack("!H", len(reply)) + reply)
                 await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # stop() cancelled us: end normally, or Python 3.11's start_server callback logs an error
         except Exception:
             log.exception("dns: tcp client failed")
         finally:

@@ -6,6 +6,8 @@ Contract:
   rcode: FORMERR for malformed packets, NOTIMP for other opcodes). The question name must be plain
   labels (no compression pointers, ≤ 63 per label, ≤ 255 in total); at most one additional record,
   which must be a root-owned OPT. EDNS version and option contents are reported, not judged.
+  `Request.plain` is True when the packet is exactly header + question (+ an OPT without options):
+  only such queries may be answered by exact-bytes lookups (an EDNS cookie differs every query).
 - `error_response(...)` builds header + question (+ OPT) replies; `patch(cached, request_bytes,
   qname_wire)` turns a cached canonical answer into the reply for this request (ID, RD and CD flags,
   the question's original letter case).
@@ -43,10 +45,11 @@ class Reject(Exception):
 class Request:
     """A parsed standard query. `qname` is the wire name with its original case."""
 
-    __slots__ = ("data", "do", "edns", "edns_size", "edns_version", "labels", "qclass", "qname", "qtype")
+    __slots__ = ("data", "do", "edns", "edns_size", "edns_version", "labels", "plain", "qclass", "qname",
+                 "qtype")
 
     def __init__(self, data: bytes, qname: bytes, labels: tuple[bytes, ...], qtype: int, qclass: int,
-                 edns: bool, edns_size: int, edns_version: int, do: bool):
+                 edns: bool, edns_size: int, edns_version: int, do: bool, plain: bool = False):
         self.data = data
         self.qname = qname
         self.labels = labels
@@ -56,6 +59,7 @@ class Request:
         self.edns_size = edns_size
         self.edns_version = edns_version
         self.do = do
+        self.plain = plain
 
     @property
     def rd(self) -> bool:
@@ -100,14 +104,15 @@ def parse_request(data: bytes) -> Request:
     pos += 4
     question = data[12:pos]
     if not arcount:
-        return Request(data, qname, tuple(labels), qtype, qclass, False, 0, 0, False)
+        return Request(data, qname, tuple(labels), qtype, qclass, False, 0, 0, False, pos == end)
     # the one additional record must be OPT owned by the root
     if pos + 11 > end or data[pos] != 0:
         raise Reject(RCODE_FORMERR, data, question)
     rtype, size, _ext_rcode, version, flag_hi, _flag_lo, rdlen = _OPT.unpack_from(data, pos + 1)
     if rtype != TYPE_OPT or pos + 11 + rdlen > end:
         raise Reject(RCODE_FORMERR, data, question)
-    return Request(data, qname, tuple(labels), qtype, qclass, True, size, version, bool(flag_hi & 0x80))
+    return Request(data, qname, tuple(labels), qtype, qclass, True, size, version, bool(flag_hi & 0x80),
+                   rdlen == 0 and pos + 11 == end)
 
 
 def opt_record(udp_size: int, ext_rcode: int = 0) -> bytes:

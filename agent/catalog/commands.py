@@ -3,6 +3,9 @@
 Contract: every catalog change is one of these dataclasses. `encode(cmd) -> bytes` and
 `decode(bytes) -> cmd` are the Raft log format (msgpack, a tagged record); `decode` raises
 `CommandError` for bytes that are not a command. Commands never carry config or clocks.
+KV, session and transaction commands (`KVCommand`, `TxnCommand`, `SessionCreateCommand`,
+`SessionDestroyCommand`, `TombstoneReapCommand`) carry plain data; the session id is chosen by
+the proposer, never by the FSM.
 """
 
 from __future__ import annotations
@@ -43,7 +46,74 @@ class NoopCommand:
     """Written by a new leader at the start of its term; changes nothing."""
 
 
-Command = RegisterCommand | DeregisterCommand | NoopCommand
+@dataclass(slots=True)
+class KVOp:
+    """One KV verb (Consul's txn verbs: set, cas, lock, unlock, get, get-tree, check-index,
+    check-session, check-not-exists, delete, delete-tree, delete-cas). `fence` is an optional
+    fencing token (`LockIndex:ModifyIndex:LockKey`) guarding a write."""
+
+    verb: str
+    key: str
+    value: bytes = b""
+    flags: int = 0
+    index: int = 0
+    session: str = ""
+    fence: str = ""
+
+
+@dataclass(slots=True)
+class KVCommand:
+    """One KV write (`PUT`/`DELETE /v1/kv/:key`); the FSM result is True/False."""
+
+    op: KVOp
+
+
+@dataclass(slots=True)
+class TxnCommand:
+    """An atomic list of KV ops (`PUT /v1/txn`); the FSM result is a `TxnResult`."""
+
+    ops: list[KVOp]
+
+
+@dataclass(slots=True)
+class SessionCreateCommand:
+    id: str
+    node: str
+    name: str = ""
+    lock_delay_ns: int = 15_000_000_000
+    behavior: str = "release"
+    ttl: str = ""
+    node_checks: list[str] = field(default_factory=lambda: ["serfHealth"])
+    service_checks: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SessionDestroyCommand:
+    """Destroy (invalidate) a session: its locks are released or its keys deleted."""
+
+    id: str
+
+
+@dataclass(slots=True)
+class TombstoneReapCommand:
+    """Forget KV tombstones written at or below `up_to` (proposed by the leader's reaper)."""
+
+    up_to: int
+
+
+Command = (RegisterCommand | DeregisterCommand | NoopCommand | KVCommand | TxnCommand
+           | SessionCreateCommand | SessionDestroyCommand | TombstoneReapCommand)
+
+_KV_FIELDS = ("verb", "key", "value", "flags", "index", "session", "fence")
+
+
+def _op_record(op: KVOp) -> list:
+    return [getattr(op, f) for f in _KV_FIELDS]
+
+
+def _op_from(record: list) -> KVOp:
+    verb, key, value, flags, index, session, fence = record
+    return KVOp(str(verb), str(key), bytes(value), int(flags), int(index), str(session), str(fence))
 
 
 def encode(command: Command) -> bytes:
@@ -60,6 +130,19 @@ def encode(command: Command) -> bytes:
                   "check_id": command.check_id}
     elif isinstance(command, NoopCommand):
         record = {"t": "noop"}
+    elif isinstance(command, KVCommand):
+        record = {"t": "kv", "op": _op_record(command.op)}
+    elif isinstance(command, TxnCommand):
+        record = {"t": "txn", "ops": [_op_record(op) for op in command.ops]}
+    elif isinstance(command, SessionCreateCommand):
+        record = {"t": "session-create", "id": command.id, "node": command.node, "name": command.name,
+                  "lock_delay_ns": command.lock_delay_ns, "behavior": command.behavior,
+                  "ttl": command.ttl, "node_checks": list(command.node_checks),
+                  "service_checks": list(command.service_checks)}
+    elif isinstance(command, SessionDestroyCommand):
+        record = {"t": "session-destroy", "id": command.id}
+    elif isinstance(command, TombstoneReapCommand):
+        record = {"t": "tombstone-reap", "up_to": command.up_to}
     else:  # pragma: no cover - the type checker forbids this
         raise CommandError(f"not a command: {command!r}")
     return msgpack.packb(record, use_bin_type=True)
@@ -81,6 +164,20 @@ def decode(data: bytes) -> Command:
             return DeregisterCommand(record["node"], record["service_id"], record["check_id"])
         if kind == "noop":
             return NoopCommand()
+        if kind == "kv":
+            return KVCommand(_op_from(record["op"]))
+        if kind == "txn":
+            return TxnCommand([_op_from(r) for r in record["ops"]])
+        if kind == "session-create":
+            return SessionCreateCommand(
+                id=record["id"], node=record["node"], name=record["name"],
+                lock_delay_ns=int(record["lock_delay_ns"]), behavior=record["behavior"],
+                ttl=record["ttl"], node_checks=list(record["node_checks"]),
+                service_checks=list(record["service_checks"]))
+        if kind == "session-destroy":
+            return SessionDestroyCommand(record["id"])
+        if kind == "tombstone-reap":
+            return TombstoneReapCommand(int(record["up_to"]))
     except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
         raise CommandError(f"undecodable command: {exc}") from exc
     raise CommandError(f"unknown command type {kind!r}")

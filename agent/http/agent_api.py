@@ -3,6 +3,8 @@
 Contract: writes go through `LocalAgent` (validated, synced to the catalog before answering);
 reads show the local state, not the catalog. `GET /v1/agent/service/:id` supports hash-based
 blocking (`?hash=&wait=`). Local health answers 200/429/503 by aggregated status.
+`GET /v1/agent/check/history/:id` (not in Consul) lists a check's status transitions, oldest
+first; 404 for an unknown id, `[]` for checks without a runner (maintenance, catalog-only).
 """
 
 from __future__ import annotations
@@ -204,6 +206,12 @@ async def check_update(request: web.Request) -> web.Response:
     return web.Response(status=200, content_type="text/plain")
 
 
+async def check_history(request: web.Request) -> web.Response:
+    """Status transitions of a local check, oldest first (waypost's addition; consul#461)."""
+    history = _local(request).check_history(request.match_info["id"])
+    return json_response(request, [t.to_api() for t in history])
+
+
 async def reload(request: web.Request) -> web.Response:
     problems = await request.app[CONTEXT].reload()
     if problems:
@@ -228,6 +236,7 @@ def register_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/v1/agent/health/service/name/{name}", health_by_name)
     router.add_get("/v1/agent/health/service/id/{id}", health_by_id)
     router.add_get("/v1/agent/checks", checks)
+    router.add_get("/v1/agent/check/history/{id}", check_history)
     router.add_get("/v1/agent/host", host)
     router.add_put("/v1/agent/service/register", service_register)
     router.add_put("/v1/agent/service/deregister/{id}", service_deregister)

@@ -22,6 +22,7 @@ from agent.http.common import text_response
 from agent.http.fastpath import ReadCache
 from agent.local.manager import LocalAgent
 from agent.server import CatalogServer
+from agent.sessions_driver import SessionDriver
 from checks.errors import CheckError, UnknownCheck
 
 log = logging.getLogger("waypost.http")
@@ -40,6 +41,7 @@ class HttpContext:
     self_info: Callable[[], dict]
     members: Callable[[], list[dict]]
     responses: ReadCache = field(default_factory=ReadCache)
+    sessions: SessionDriver | None = None  # session TTL timers and lock-delay (KV/session routes)
 
 
 CONTEXT = web.AppKey("context", HttpContext)
@@ -89,12 +91,12 @@ async def root(request: web.Request) -> web.Response:
 
 
 def build_app(ctx: HttpContext, *, max_body_bytes: int) -> web.Application:
-    from agent.http import agent_api, catalog, health, status
+    from agent.http import agent_api, catalog, health, kv, ops, session, status, txn, watch
 
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     app[CONTEXT] = ctx
     app[MAX_BODY] = max_body_bytes
     app.router.add_get("/", root)
-    for module in (agent_api, catalog, health, status):
+    for module in (agent_api, catalog, health, ops, status, kv, session, txn, watch):
         module.register_routes(app.router)
     return app

@@ -21,6 +21,7 @@ from agent.types import NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX, HealthCheck, 
 from checks.checkset import CheckSet
 from checks.definition import CheckDefinition, CheckKind, Status
 from checks.errors import CheckError
+from checks.result import Transition
 
 log = logging.getLogger("waypost.local")
 
@@ -118,8 +119,17 @@ class LocalAgent:
         if local.definition is None or local.definition.kind != CheckKind.TTL:
             raise BadRequest(f'CheckID "{check_id}" does not have associated TTL')
         result = await self._runners.ttl_update(check_id, status, output)
-        if self.state.update_check(check_id, result.status, result.output):
-            await self.sync()
+        # the runner's notify may already have recorded the result; sync either way so the
+        # catalog shows it when this call returns
+        self.state.update_check(check_id, result.status, result.output)
+        await self.sync()
+
+    def check_history(self, check_id: str) -> list[Transition]:
+        """A check's recorded status transitions, oldest first. Checks without a runner
+        (maintenance, catalog-only) have a status nobody observes changing: an empty list."""
+        if check_id not in self.state.checks:
+            raise NotFound(f'Unknown check ID "{check_id}"')
+        return self._runners.history(check_id) if check_id in self._runners else []
 
     def notify(self, check_id: str, status: Status, output: str) -> None:
         """Callback for the check runners: a check's result changed."""

@@ -7,13 +7,16 @@ error). With a `FileLog`, the entry is fsynced before it is applied or acknowled
 batched: every proposal waiting when the applier wakes shares one append and one fsync. Applies
 run synchronously in the event loop, so readers never see half a write. The Raft issue replaces
 this class with the replicated `RaftNode` behind the same interface (`propose`, `is_leader`,
-`leader_address`, `last_contact_ms`, `applied_index`).
+`leader_address`, `last_contact_ms`, `applied_index`). `on_commit(entries, seconds)`, when set,
+is called after each batch is durable and applied (metrics: apply count and commit time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from agent.raft.filelog import FileLog
@@ -40,6 +43,7 @@ class SingleVoterRaft:
         self.address = address
         self._pending: list[tuple[bytes, asyncio.Future[object]]] = []
         self._wakeup = asyncio.Event()
+        self.on_commit: Callable[[int, float], None] | None = None  # metrics hook
 
     # --- the interface the server uses ---
     def is_leader(self) -> bool:
@@ -92,6 +96,7 @@ class SingleVoterRaft:
             if not batch:
                 continue
             entries = self._next_entries([data for data, _ in batch])
+            started = time.perf_counter()
             try:
                 if self._storage is not None:
                     await asyncio.to_thread(self._storage.append, entries)
@@ -109,6 +114,8 @@ class SingleVoterRaft:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+            if self.on_commit is not None:
+                self.on_commit(len(entries), time.perf_counter() - started)
             await self._maybe_snapshot()
 
     def _next_entries(self, payloads: list[bytes]) -> list[Entry]:

@@ -1,14 +1,18 @@
-"""DNS benchmark: waypost's DNS server vs knotd serving the same records (not run by CI).
+"""DNS benchmark: a real `waypost agent -dev` vs knotd serving the same records (not run by CI).
 
 Usage: .venv/bin/python tests/bench/bench_dns.py [--rounds 3] [--duration 5] [--scale] [--churn]
 
-Method (../shared/baselines/README.md): each server is pinned to CPU 0 and dnsperf to CPU 1; rounds
-are interleaved (waypost, knot, waypost, knot, ...) and medians reported: closed-loop queries per
+Method (../shared/baselines/README.md): each server is pinned to CPU 0, dnsperf (and the helpers
+that register services or churn) to CPU 1; both servers stay up for the whole run and rounds are
+interleaved (waypost, knot, waypost, knot, ...); medians are reported: closed-loop queries per
 second, server CPU µs per query (utime+stime from /proc/PID/stat ÷ queries), and the average latency
 at an open-loop 5,000 qps. The query file is the shared one (A web.service.consul, SRV
-_web._tcp.service.consul; 3 instances). `--scale` adds 10,000 services / 100,000 instances to our
-catalog; `--churn` changes the `web` service 100 times a second during the run (cache invalidation).
-Only 127.0.0.1 is used, on a free ephemeral port, and every run is bounded by --duration.
+_web._tcp.service.consul). The agent is the real process (uvloop, the catalog store, DnsLookup);
+`web` has 3 instances on node1..3 (10.0.0.1-3:8080) registered through /v1/catalog/register.
+`--scale` first registers 10,000 more services with 10 instances each (100,000 instances on 10,000
+nodes); `--churn` changes the `web` service 100 times a second during every waypost measurement
+(a catalog write each time, so the answer cache must be invalidated and refilled).
+Only 127.0.0.1 is used, on free ephemeral ports, and every run is bounded by --duration.
 """
 
 from __future__ import annotations
@@ -28,55 +32,51 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT.parent / "shared" / "baselines"
 PYTHON = ROOT / ".venv" / "bin" / "python"
+BANNER = re.compile(r"\(HTTP: (?P<http>\d+), DNS: (?P<dns>\d+)\)")
 
-SERVER = r'''
-import asyncio, sys, random
-sys.path.insert(0, sys.argv[1])
-from dns.config import DnsConfig
-from dns.server import DnsServer
-from dns.lookup import ServiceEndpoint, NodeRecord
+# Registers catalog entries (argv: http port, mode) with a few keep-alive connections; modes:
+# "web" (the 3 web instances), "scale" (10k services × 10 instances), "churn" (web, 100 writes/s
+# until killed).
+HELPER = r'''
+import asyncio, json, sys, time
+import aiohttp
 
-class BenchLookup:
-    def __init__(self, scale):
-        self.services, self.index, self.counter = {}, {}, 1
-        self.put("web", [self.ep(f"node{i}", f"10.0.0.{i}", "web") for i in (1, 2, 3)])
-        if scale:
-            for s in range(10_000):
-                self.put(f"svc{s}", [self.ep(f"n{s}-{i}", f"10.{s // 250}.{s % 250}.{i + 1}", f"svc{s}")
-                                     for i in range(10)])
-    def ep(self, node, addr, svc):
-        return ServiceEndpoint(node, addr, "", 8080, (), 1, 1, "passing", {}, "dc1", svc, svc)
-    def put(self, name, eps):
-        self.counter += 1
-        self.services[name] = eps
-        self.index[name] = self.counter
-    async def service_endpoints(self, service, tag, dc):
-        return self.services.get(service)
-    async def node(self, name, dc):
-        return None
-    async def ptr(self, address):
-        return None
-    async def name_servers(self):
-        return []
-    def change_index(self, service):
-        return self.counter if service is None else self.index.get(service, 0)
+PORT, MODE = int(sys.argv[1]), sys.argv[2]
+
+def web(i, rev=0):
+    return {"Node": f"node{i}", "Address": f"10.0.0.{i}",
+            "Service": {"ID": "web", "Service": "web", "Port": 8080, "Meta": {"rev": str(rev)}}}
+
+def scale():
+    for s in range(10_000):
+        for i in range(10):
+            n = (s * 10 + i) % 10_000
+            yield {"Node": f"n{n}", "Address": f"10.{100 + n // 65536}.{n // 256 % 256}.{n % 256}",
+                   "Service": {"ID": f"svc{s}-{i}", "Service": f"svc{s}", "Port": 8000 + i}}
+
+async def put(session, body):
+    async with session.put(f"http://127.0.0.1:{PORT}/v1/catalog/register", data=json.dumps(body)) as r:
+        assert r.status == 200, await r.text()
 
 async def main():
-    lookup = BenchLookup(sys.argv[3] == "1")
-    server = DnsServer(DnsConfig(), lookup)
-    udp, _ = await server.start("127.0.0.1", int(sys.argv[2]))
-    print("ready", flush=True)
-    if sys.argv[4] == "1":
-        while True:  # a writer changing `web` 100 times a second
-            await asyncio.sleep(0.01)
-            lookup.put("web", list(lookup.services["web"]))
-    await asyncio.Event().wait()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as session:
+        if MODE == "web":
+            for i in (1, 2, 3):
+                await put(session, web(i))
+        elif MODE == "scale":
+            bodies = scale()
+            async def worker():
+                for body in bodies:
+                    await put(session, body)
+            await asyncio.gather(*(worker() for _ in range(16)))
+        else:
+            rev, start = 0, time.monotonic()
+            while True:
+                rev += 1
+                await put(session, web(1 + rev % 3, rev))
+                await asyncio.sleep(max(0.0, start + rev / 100 - time.monotonic()))
 
-try:
-    import uvloop
-    uvloop.run(main())
-except ImportError:
-    asyncio.run(main())
+asyncio.run(main())
 '''
 
 
@@ -97,24 +97,53 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_ready(port: int, timeout: float = 60.0) -> None:
-    probe = bytes.fromhex("abcd01000001000000000000") + b"\x03web\x07service\x06consul\x00\x00\x01\x00\x01"
-    deadline = time.monotonic() + timeout
+def ask(port: int, name: bytes, qtype: int = 1) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p for p in name.split(b"."))
+    probe = bytes.fromhex("abcd01000001000000000000") + labels + b"\x00" + qtype.to_bytes(2) + b"\x00\x01"
+    deadline = time.monotonic() + 60
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(0.2)
         while time.monotonic() < deadline:
             s.sendto(probe, ("127.0.0.1", port))
             try:
-                if s.recv(4096)[:2] == probe[:2]:
-                    return
+                reply = s.recv(4096)
             except OSError:
-                pass
+                continue
+            if reply[:2] == probe[:2]:
+                return reply
     raise RuntimeError("server did not answer")
 
 
-def start_waypost(port: int, scale: bool, churn: bool) -> subprocess.Popen:
-    return subprocess.Popen(["taskset", "-c", "0", str(PYTHON), "-c", SERVER, str(ROOT), str(port),
-                             "1" if scale else "0", "1" if churn else "0"], stdout=subprocess.DEVNULL)
+def helper(http_port: int, mode: str) -> subprocess.Popen:
+    return subprocess.Popen(["taskset", "-c", "1", str(PYTHON), "-c", HELPER, str(http_port), mode])
+
+
+def start_waypost(port: int, workdir: Path, scale: bool) -> subprocess.Popen:
+    log_path = workdir / "agent.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["taskset", "-c", "0", str(PYTHON), "-m", "agent", "agent", "-dev", "-node", "bench",
+                                 "-http-port", "0", "-dns-port", str(port), "-log-level", "warn"],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+                                env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    deadline = time.monotonic() + 30
+    while not (match := BANNER.search(log_path.read_text(errors="replace"))):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"agent did not start:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.05)
+    http_port = int(match["http"])
+    if helper(http_port, "web").wait(timeout=60):
+        raise RuntimeError("registering web failed")
+    if scale:
+        started = time.monotonic()
+        if helper(http_port, "scale").wait(timeout=1800):
+            raise RuntimeError("registering the scale catalog failed")
+        print(f"registered 100,000 instances in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    reply = ask(port, b"web.service.consul")
+    if int.from_bytes(reply[6:8]) != 3:
+        raise RuntimeError(f"web.service.consul does not give 3 answers: {reply!r}")
+    proc.http_port = http_port  # type: ignore[attr-defined]
+    return proc
 
 
 def start_knot(port: int, rundir: Path) -> subprocess.Popen:
@@ -123,7 +152,9 @@ def start_knot(port: int, rundir: Path) -> subprocess.Popen:
         "127.0.0.1@8600", f"127.0.0.1@{port}")
     path = rundir / "knot.conf"
     path.write_text(conf)
-    return subprocess.Popen(["taskset", "-c", "0", "knotd", "-c", str(path)], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(["taskset", "-c", "0", "knotd", "-c", str(path)], stderr=subprocess.DEVNULL)
+    ask(port, b"web.service.consul")
+    return proc
 
 
 def dnsperf(port: int, duration: float, qps: int | None = None) -> dict[str, float]:
@@ -134,6 +165,7 @@ def dnsperf(port: int, duration: float, qps: int | None = None) -> dict[str, flo
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
     found = {
         "completed": re.search(r"Queries completed:\s+(\d+)", out),
+        "lost": re.search(r"Queries lost:\s+(\d+)", out),
         "qps": re.search(r"Queries per second:\s+([\d.]+)", out),
         "latency": re.search(r"Average Latency \(s\):\s+([\d.]+)", out),
     }
@@ -142,12 +174,17 @@ def dnsperf(port: int, duration: float, qps: int | None = None) -> dict[str, flo
     return {k: float(m.group(1)) for k, m in found.items() if m}
 
 
-def measure(proc: subprocess.Popen, port: int, duration: float) -> dict[str, float]:
-    wait_ready(port)
-    before = cpu_seconds(proc.pid)
-    result = dnsperf(port, duration)
-    result["cpu_us"] = (cpu_seconds(proc.pid) - before) / max(result["completed"], 1) * 1e6
-    result["latency_5k_ms"] = dnsperf(port, duration, qps=5000)["latency"] * 1e3
+def measure(proc: subprocess.Popen, port: int, duration: float, churn_port: int | None) -> dict[str, float]:
+    writer = helper(churn_port, "churn") if churn_port else None
+    try:
+        before = cpu_seconds(proc.pid)
+        result = dnsperf(port, duration)
+        result["cpu_us"] = (cpu_seconds(proc.pid) - before) / max(result["completed"], 1) * 1e6
+        result["latency_5k_ms"] = dnsperf(port, duration, qps=5000)["latency"] * 1e3
+    finally:
+        if writer is not None:
+            writer.terminate()
+            writer.wait(timeout=10)
     return result
 
 
@@ -163,23 +200,26 @@ def main() -> None:
             sys.exit(f"{tool} not found: apt-get install -y knot dnsperf util-linux")
     results: dict[str, list[dict[str, float]]] = {"waypost": [], "knot": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.rounds):
-            for name in ("waypost", "knot"):
-                port = free_port()
-                proc = (start_waypost(port, args.scale, args.churn) if name == "waypost"
-                        else start_knot(port, Path(tmp)))
-                try:
-                    results[name].append(measure(proc, port, args.duration))
-                finally:
-                    proc.terminate()
-                    proc.wait(timeout=10)
+        ports = {"waypost": free_port(), "knot": free_port()}
+        procs = {"waypost": start_waypost(ports["waypost"], Path(tmp), args.scale),
+                 "knot": start_knot(ports["knot"], Path(tmp))}
+        try:
+            for _ in range(args.rounds):
+                for name in ("waypost", "knot"):
+                    churn = procs[name].http_port if args.churn and name == "waypost" else None  # type: ignore[attr-defined]
+                    results[name].append(measure(procs[name], ports[name], args.duration, churn))
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+                proc.wait(timeout=15)
     med = {name: {k: statistics.median(r[k] for r in rows) for k in rows[0]}
            for name, rows in results.items()}
     label = "waypost" + (" (10k services/100k instances)" if args.scale else "")
-    label += " (churn)" if args.churn else ""
+    label += " (churn 100 writes/s)" if args.churn else ""
     for name, m in med.items():
-        print(f"{label if name == 'waypost' else 'knot':<45} {m['qps']:>10.0f} qps"
-              f"  {m['cpu_us']:>7.1f} µs CPU/query  {m['latency_5k_ms']:>6.3f} ms avg @5k qps")
+        print(f"{label if name == 'waypost' else 'knot':<52} {m['qps']:>8.0f} qps"
+              f"  {m['cpu_us']:>6.2f} µs CPU/query  {m['latency_5k_ms']:>6.3f} ms avg @5k qps"
+              f"  lost {m['lost']:.0f}")
     w, k = med["waypost"], med["knot"]
     print(f"ratio (per-core throughput by CPU/query): {k['cpu_us'] / w['cpu_us']:.2f}x knot"
           f" · closed-loop qps {w['qps'] / k['qps']:.2f}x"

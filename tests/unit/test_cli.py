@@ -125,8 +125,8 @@ def test_no_command_and_unknown_command_print_usage_exit_1():
     code, out, err = run([])
     assert (code, out) == (1, "")
     assert "Usage: waypost" in err and "members" in err
-    code, out, err = run(["kv", "get", "x"])
-    assert code == 1 and 'Unknown command: "kv"' in err and "Available commands are:" in err
+    code, out, err = run(["frobnicate", "get", "x"])
+    assert code == 1 and 'Unknown command: "frobnicate"' in err and "Available commands are:" in err
     code, _, err = run(["catalog", "bogus"])
     assert code == 1 and 'Unknown subcommand: "catalog bogus"' in err
 

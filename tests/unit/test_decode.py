@@ -186,7 +186,7 @@ def test_check_defaults_and_adjustments():
     ttl = decode_check({"name": "t", "ttl": "30s", "deregister_critical_service_after": "10s",
                         "failures_before_critical": 3, "status": "passing"})
     assert (ttl.kind, ttl.ttl, ttl.timeout) == (CheckKind.TTL, 30.0, 0.0)
-    assert ttl.deregister_critical_service_after == 60.0
+    assert ttl.deregister_critical_service_after == 10.0  # the 1 min floor is the CheckSet's
     assert ttl.failures_before_warning == 3
     assert ttl.status is Status.PASSING
     grpc = decode_check({"name": "g", "grpc": "127.0.0.1:9000/my.Service", "interval": "5s"})

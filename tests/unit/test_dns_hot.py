@@ -1,0 +1,127 @@
+"""The UDP listener's exact-bytes hot path (dns/cache.py HotCache + dns/server.py), without sockets:
+what gets installed, that hits skip the handler, that any catalog change is seen by the very next
+packet, rotation of shuffles, the bound, and the counters."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from dnslib import EDNS0, DNSRecord, EDNSOption
+
+from dns.cache import HotCache
+from dns.config import DnsConfig
+from dns.server import DnsServer, _UdpProtocol
+from tests.unit.test_dns_fakes import ep, sample_lookup
+
+
+class Capture(asyncio.DatagramTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[bytes] = []
+
+    def sendto(self, data, addr=None) -> None:  # type: ignore[override]
+        self.sent.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def q(name: str, qid: int = 1, edns: int | None = None, cookie: bool = False) -> bytes:
+    record = DNSRecord.question(name)
+    record.header.id = qid
+    if edns is not None:
+        record.add_ar(EDNS0(udp_len=edns, opts=[EDNSOption(10, b"12345678")] if cookie else []))
+    return bytes(record.pack())
+
+
+async def listener(**cfg) -> tuple[DnsServer, _UdpProtocol, Capture]:
+    server = DnsServer(DnsConfig(**cfg), sample_lookup(), rng=random.Random(3))
+    proto = server._udp_protocol = _UdpProtocol(server)  # what start() does, minus the socket
+    transport = Capture()
+    proto.connection_made(transport)
+    return server, proto, transport
+
+
+async def send(server: DnsServer, proto: _UdpProtocol, transport: Capture, data: bytes) -> DNSRecord:
+    transport.sent.clear()
+    proto.datagram_received(data, ("127.0.0.1", 1))
+    while server._tasks:
+        await asyncio.gather(*list(server._tasks))
+    (reply,) = transport.sent
+    return DNSRecord.parse(reply)
+
+
+def addresses(record: DNSRecord) -> set[str]:
+    return {str(rr.rdata) for rr in record.rr}
+
+
+async def test_second_identical_query_is_served_inline() -> None:
+    server, proto, transport = await listener()
+    first = await send(server, proto, transport, q("web.service.consul", 1))
+    assert len(server.handler.hot) == 1 and proto.past_hot == 1
+    calls = server.handler.lookup.calls
+    second = await send(server, proto, transport, q("web.service.consul", 2))
+    assert second.header.id == 2 and addresses(second) == addresses(first) == {"10.0.0.1", "10.0.0.2"}
+    assert proto.past_hot == 1 and server.handler.lookup.calls == calls  # no handler, no lookup
+    assert server.queries == {"udp": 2, "tcp": 0} and server.cache_hits == 1
+
+
+async def test_rotation_serves_every_shuffle() -> None:
+    server, proto, transport = await listener()
+    orders = set()
+    for i in range(8):
+        reply = await send(server, proto, transport, q("web.service.consul", i))
+        orders.add(tuple(str(rr.rdata) for rr in reply.rr))
+    assert len(orders) == 2
+
+
+async def test_catalog_change_is_seen_by_the_next_packet() -> None:
+    server, proto, transport = await listener()
+    lookup = server.handler.lookup
+    data = q("web.service.consul", 5)
+    await send(server, proto, transport, data)
+    await send(server, proto, transport, data)
+    lookup.set_service("web", [ep("node3", "10.0.0.3")])
+    assert addresses(await send(server, proto, transport, data)) == {"10.0.0.3"}
+    lookup.add_node("other", "10.5.5.5")  # an unrelated change: revalidated, still a hit
+    calls = lookup.calls
+    assert addresses(await send(server, proto, transport, data)) == {"10.0.0.3"}
+    assert lookup.calls == calls
+    lookup.set_service("web", None)
+    assert (await send(server, proto, transport, data)).header.rcode == 3  # NXDOMAIN
+
+
+async def test_case_and_flags_are_part_of_the_key() -> None:
+    server, proto, transport = await listener()
+    await send(server, proto, transport, q("web.service.consul"))
+    reply = await send(server, proto, transport, q("WEB.service.consul"))
+    assert str(reply.q.qname) == "WEB.service.consul." and str(reply.rr[0].rname) == "WEB.service.consul."
+    assert len(server.handler.hot) == 2
+    no_rd = bytearray(q("web.service.consul"))
+    no_rd[2] &= 0xFE
+    assert (await send(server, proto, transport, bytes(no_rd))).header.rd == 0
+
+
+async def test_only_plain_packets_are_installed() -> None:
+    server, proto, transport = await listener()
+    await send(server, proto, transport, q("web.service.consul", edns=1232, cookie=True))
+    await send(server, proto, transport, q("web.service.consul") + b"\x00trailing")
+    assert len(server.handler.hot) == 0
+    reply = await send(server, proto, transport, q("web.service.consul", edns=1232))
+    assert reply.ar and len(server.handler.hot) == 1  # OPT without options: fine
+    await send(server, proto, transport, q("example.com"))  # REFUSED (not cacheable: no recursor)
+    assert len(server.handler.hot) == 1
+
+
+def test_hot_cache_is_bounded_and_revalidates() -> None:
+    index = {"web": 5, None: 10}
+    cache = HotCache(max_entries=2)
+    for key in (b"a", b"b", b"c"):
+        cache.put(key, [b"x", b"y"], "web", 5, 10)
+    assert list(cache.entries) == [b"b", b"c"]
+    assert cache.get(b"b", index.get) == b"x" and cache.get(b"b", index.get) == b"y"
+    index[None] = 11  # something else changed: still current, epoch moves on
+    assert cache.get(b"b", index.get) == b"x" and cache.entries[b"b"].epoch == 11
+    index["web"], index[None] = 6, 12
+    assert cache.get(b"b", index.get) is None and b"b" not in cache.entries
