@@ -44,6 +44,7 @@ from agent.local.manager import LocalAgent
 from agent.local.state import LocalState
 from agent.logs import LogOptions, LogSetup, setup_logging
 from agent.metrics import Metrics, sample_loop_lag
+from agent.raft.cluster import ClusterSettings
 from agent.sdnotify import Notifier, clean_environ
 from agent.server import CatalogServer
 from agent.sessions_driver import SessionDriver
@@ -117,18 +118,12 @@ class Agent:
             raise ClientModeUnavailable(
                 "client agents (no -server) need cluster membership, which is not built yet: "
                 "run with -dev, or -server -bootstrap")
-        if config.bootstrap_expect > 1:
-            raise ClientModeUnavailable(
-                "-bootstrap-expect > 1 needs Raft replication, which is not built yet: "
-                "use -bootstrap or -bootstrap-expect 1")
-        if config.retry_join or config.start_join:
-            log.warning("-join/-retry-join %s ignored: joining a cluster needs gossip, which is not built yet",
-                        ", ".join(config.start_join + config.retry_join))
         self.config = config
         self.argv = list(argv or [])
         self.address = advertise_address(config)
         data_dir = Path(config.data_dir) if config.data_dir and not config.dev else None
-        self.server = CatalogServer(f"{self.address}:{config.ports.server}", data_dir)
+        self.server = CatalogServer(f"{self.address}:{config.ports.server}", data_dir,
+                                    cluster_settings(config, self.address, data_dir))
         self.node = Node(
             node=config.node_name, address=self.address, id=node_id(config), datacenter=config.datacenter,
             tagged_addresses={"lan": self.address, "lan_ipv4": self.address,
@@ -171,7 +166,8 @@ class Agent:
             raise
 
     async def _start(self) -> None:
-        self.server.register_self(self.node, self.config.ports.server, VERSION)
+        if self.server.single:
+            self.server.register_self(self.node, self.config.ports.server, VERSION)
         group = self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._stack.callback(self._cancel_background)  # runs after listeners and runners stop
         self._tasks = [group.create_task(self.server.run(), name="raft-apply"),
@@ -179,10 +175,16 @@ class Agent:
                        group.create_task(self.sessions.run(), name="session-timers")]
         self._tasks += [group.create_task(sample_loop_lag(self.metrics), name="loop-lag"),
                         group.create_task(self.notifier.run_watchdog(self.healthy), name="watchdog")]
+        if not self.server.single:
+            self._tasks.append(group.create_task(
+                self.server.register_self_async(self.node, self.config.ports.server, VERSION), name="raft-register"))
         instrument(self)
         await self._stack.enter_async_context(self.runners)
         await self.local.replace_file_definitions(self.config.services, self.config.checks)
-        await self.local.sync()
+        if self.server.single:
+            await self.local.sync(full=True)  # full: also removes what a previous run left behind
+        else:  # a cluster member serves before a leader exists: anti-entropy syncs in the background
+            self.sync.trigger()
         if self.config.ports.http >= 0:
             self.http_port = await self._start_http()
         if self.config.ports.dns >= 0:
@@ -289,14 +291,30 @@ class Agent:
                 "agent": {"check_monitors": str(len(self.runners.ids())), "services": str(len(self.state.services)),
                           "checks": str(len(self.state.checks))},
                 "build": {"version": VERSION, "revision": "waypost", "prerelease": ""},
-                "consul": {"server": str(self.config.server).lower(), "leader": "true", "bootstrap":
+                "consul": {"server": str(self.config.server).lower(),
+                           "leader": str(self.server.raft.is_leader()).lower(), "bootstrap":
                            str(self.config.bootstrap or self.config.dev).lower(), "known_datacenters": "1",
                            "leader_addr": self.server.leader_address()},
-                "raft": {"applied_index": str(self.server.raft.applied_index()), "state": "Leader",
-                         "num_peers": "0", "protocol_version": "3"},
+                "raft": {"applied_index": str(self.server.raft.applied_index()),
+                         "state": self.server.raft.role().capitalize(), "term": str(self.server.raft.term()),
+                         "commit_index": str(self.server.raft.commit_index()),
+                         "num_peers": str(max(len(self.server.peers()) - 1, 0)), "protocol_version": "3"},
                 "runtime": {"os": sys.platform, "arch": os.uname().machine, "version": sys.version.split()[0]},
             },
         }
+
+
+def cluster_settings(config: AgentConfig, address: str, data_dir: Path | None) -> ClusterSettings:
+    """How this server joins Raft: alone (-dev, -bootstrap, no joins) or with the join addresses
+    (other servers' server ports; the server port is assumed when an address has none)."""
+    joins = [a if a.rpartition(":")[2].isdigit() else f"{a}:{config.ports.server}"
+             for a in config.start_join + config.retry_join]
+    single = config.dev or config.bootstrap or (config.bootstrap_expect <= 1 and not joins)
+    return ClusterSettings(
+        server_id=config.node_name, address=f"{address}:{config.ports.server}",
+        bind_host=config.bind_addr or "0.0.0.0", port=config.ports.server, data_dir=data_dir,
+        expect=config.bootstrap_expect, join=joins, single=single,
+        raft_multiplier=config.performance.raft_multiplier, hold_timeout=config.performance.rpc_hold_timeout)
 
 
 def debug_config(config: AgentConfig) -> dict:

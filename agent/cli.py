@@ -21,6 +21,7 @@ from agent.cli_checks import cmd_checks_history
 from agent.cli_common import CommandExit, CommandFailed, Ctx
 from agent.cli_kv import KV
 from agent.cli_lock import LockLost, cmd_elect, cmd_lock
+from agent.cli_operator import RAFT
 from agent.cli_ops import cmd_monitor
 from agent.cli_query import (
     cmd_catalog_datacenters,
@@ -111,6 +112,8 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "lock": ("Execute a command holding a lock", cmd_lock),
     "members": ("Lists the members of a cluster", cmd_members),
     "monitor": ("Stream logs from a waypost agent", cmd_monitor),
+    "operator": ("Provides cluster-level tools for operators", _group("operator", "Provides cluster-level tools.", {
+        "raft": ("Provides cluster-level tools for Raft", _group("operator raft", "Raft peer tools.", RAFT))})),
     "reload": ("Triggers the agent to reload configuration files", cmd_reload),
     "services": ("Interact with services", _group("services", "Interact with services.", SERVICES)),
     "validate": ("Validate config and service definition files", cmd_validate),

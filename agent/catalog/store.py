@@ -344,6 +344,9 @@ class StateStore:
             raise BadRequest(f"Invalid check state {state!r}: want one of {', '.join(CHECK_STATES)}")
         return self._index(CHECKS), [self._checks[n][c] for n, c in sorted(refs)]
 
+    def node_row(self, name: str) -> Node | None:
+        return self._nodes.get(name)
+
     def node_service(self, node: str, service_id: str) -> NodeService | None:
         return self._services.get(node, {}).get(service_id)
 

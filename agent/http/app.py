@@ -91,12 +91,12 @@ async def root(request: web.Request) -> web.Response:
 
 
 def build_app(ctx: HttpContext, *, max_body_bytes: int) -> web.Application:
-    from agent.http import agent_api, catalog, health, kv, ops, session, status, txn, watch
+    from agent.http import agent_api, catalog, health, kv, operator, ops, session, status, txn, watch
 
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     app[CONTEXT] = ctx
     app[MAX_BODY] = max_body_bytes
     app.router.add_get("/", root)
-    for module in (agent_api, catalog, health, ops, status, kv, session, txn, watch):
+    for module in (agent_api, catalog, health, ops, status, kv, session, txn, watch, operator):
         module.register_routes(app.router)
     return app

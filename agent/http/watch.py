@@ -8,7 +8,8 @@ Contract:
 - Nothing is ever skipped: if N is older than the store's bounded change history, the answer is
   `410 Gone` with `{"Error": ..., "OldestIndex": floor}` (resume from `OldestIndex` after a
   fresh read). A stream that falls behind the history mid-way ends with an `error` event.
-- Idle streams get a heartbeat every `HEARTBEAT_SECONDS` (an empty line / an SSE comment).
+- Idle streams get a heartbeat every `HEARTBEAT_SECONDS` (an empty line / an SSE comment); a
+  stream whose client disconnected ends within `DISCONNECT_CHECK_SECONDS`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from agent.http.app import CONTEXT
 from agent.http.common import json_response
 
 HEARTBEAT_SECONDS = 15.0
+DISCONNECT_CHECK_SECONDS = 1.0  # how soon a stream whose client went away is ended
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _start_index(request: web.Request, current: int) -> int:
@@ -79,11 +86,15 @@ async def watch(request: web.Request) -> web.StreamResponse:
         woken: asyncio.Future[int] = loop.create_future()
         handle = kv.watch(_waker(woken), prefixes=[prefix])
         try:
-            await asyncio.wait_for(woken, HEARTBEAT_SECONDS)
-        except TimeoutError:
-            await response.write(b": heartbeat\n\n" if sse else b"\n")
+            heartbeat_at = loop.time() + HEARTBEAT_SECONDS
+            while not woken.done() and not _gone(request) and loop.time() < heartbeat_at:
+                await asyncio.wait({woken}, timeout=min(DISCONNECT_CHECK_SECONDS, heartbeat_at - loop.time()))
         finally:
             handle.cancel()
+        if _gone(request):
+            return response
+        if not woken.done():
+            await response.write(b": heartbeat\n\n" if sse else b"\n")
     await response.write_eof()
     return response
 

@@ -223,10 +223,10 @@ class LocalAgent:
         self._changed()
         self._sync.trigger()
 
-    async def sync(self) -> None:
+    async def sync(self, *, full: bool = False) -> None:
         self._changed()
         try:
-            await self._sync.sync_now()
+            await self._sync.sync_now(full=full)
         except Exception as exc:  # the background loop retries; the local change stands
             log.warning("catalog sync deferred: %s", exc)
             self._sync.trigger()

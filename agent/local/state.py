@@ -5,7 +5,10 @@ Contract:
   state with what the catalog holds for this node and returns the commands that make the catalog
   match (register what is missing or different, deregister what the catalog has and we do not),
   leaving alone what others own (the `consul` service of servers, `serfHealth`).
-- Every mutation bumps `version`; `plan_sync` is a pure function of (local, remote).
+- Every mutation bumps `version` and marks what it touched dirty. A partial sync plans only the
+  dirty items (`take_dirty()` → `SyncScope`), so one registration costs O(1) catalog work however
+  many services the agent has; a full sync (`scope=None`) diffs everything and repairs drift.
+  `plan_sync` is a pure function of (local, remote, scope).
 - Services registered with `enable_tag_override` adopt tags changed in the catalog.
 """
 
@@ -30,6 +33,20 @@ class LocalCheck:
 
 
 @dataclass(slots=True)
+class SyncScope:
+    """What changed locally since the last sync."""
+
+    node: bool = False
+    services: set[str] = field(default_factory=set)
+    checks: set[str] = field(default_factory=set)
+
+    def merge(self, other: SyncScope) -> None:
+        self.node = self.node or other.node
+        self.services |= other.services
+        self.checks |= other.checks
+
+
+@dataclass(slots=True)
 class RemoteNode:
     """What the catalog currently holds for this node."""
 
@@ -44,11 +61,20 @@ class LocalState:
         self.services: dict[str, ServiceDefinition] = {}
         self.checks: dict[str, LocalCheck] = {}
         self.version = 0
+        self._dirty = SyncScope(node=True)
+
+    def take_dirty(self) -> SyncScope:
+        dirty, self._dirty = self._dirty, SyncScope()
+        return dirty
+
+    def mark_dirty(self, scope: SyncScope) -> None:
+        self._dirty.merge(scope)
 
     # --- mutations ---
     def add_service(self, definition: ServiceDefinition) -> None:
         self.services[definition.service.id] = definition
         self._refresh_check_service_fields(definition.service)
+        self._dirty.services.add(definition.service.id)
         self.version += 1
 
     def remove_service(self, service_id: str) -> bool:
@@ -56,6 +82,8 @@ class LocalState:
             return False
         for check_id in [c for c, lc in self.checks.items() if lc.check.service_id == service_id]:
             del self.checks[check_id]
+            self._dirty.checks.add(check_id)
+        self._dirty.services.add(service_id)
         self.version += 1
         return True
 
@@ -68,11 +96,13 @@ class LocalState:
             check = dataclasses.replace(check, service_name=service.service.service,
                                         service_tags=service.service.tags)
         self.checks[check.check_id] = LocalCheck(check, definition, source)
+        self._dirty.checks.add(check.check_id)
         self.version += 1
 
     def remove_check(self, check_id: str) -> bool:
         if self.checks.pop(check_id, None) is None:
             return False
+        self._dirty.checks.add(check_id)
         self.version += 1
         return True
 
@@ -82,12 +112,14 @@ class LocalState:
         if local is None or (local.check.status == status and local.check.output == output):
             return False
         local.check = dataclasses.replace(local.check, status=status, output=output)
+        self._dirty.checks.add(check_id)
         self.version += 1
         return True
 
     def set_node(self, node: Node) -> None:
         if node != self.node:
             self.node = node
+            self._dirty.node = True
             self.version += 1
 
     def service_checks(self, service_id: str) -> list[HealthCheck]:
@@ -101,6 +133,7 @@ class LocalState:
             if local.check.service_id == service.id:
                 local.check = dataclasses.replace(local.check, service_name=service.service,
                                                   service_tags=service.tags)
+                self._dirty.checks.add(local.check.check_id)
 
     # --- anti-entropy planning ---
     def adopt_tag_overrides(self, remote: RemoteNode) -> None:
@@ -111,31 +144,42 @@ class LocalState:
                     and theirs.tags != definition.service.tags):
                 definition.service = dataclasses.replace(definition.service, tags=theirs.tags)
                 self._refresh_check_service_fields(definition.service)
+                self._dirty.services.add(service_id)
 
-    def plan_sync(self, remote: RemoteNode) -> list[Command]:
+    def plan_sync(self, remote: RemoteNode, scope: SyncScope | None = None) -> list[Command]:
+        """Commands that make the catalog match; `scope=None` diffs everything, else only `scope`
+        (and `remote` then need only hold the scoped rows)."""
         commands: list[Command] = []
-        if remote.node is None or not _same_row(remote.node, self.node):
+        if (scope is None or scope.node) and (remote.node is None or not _same_row(remote.node, self.node)):
             commands.append(RegisterCommand(node=self.node))
-        stale_checks = {check_id: local.check for check_id, local in sorted(self.checks.items())
-                        if check_id not in remote.checks or not remote.checks[check_id].same_state(local.check)}
-        for service_id, definition in sorted(self.services.items()):
-            theirs = remote.services.get(service_id)
-            if theirs is None or not _same_row(theirs, definition.service):
-                # the service travels with its checks: no reader sees it without them
-                checks = [c for c in stale_checks.values() if c.service_id == service_id]
-                for check in checks:
-                    del stale_checks[check.check_id]
-                commands.append(RegisterCommand(node=self.node, service=definition.service, checks=checks,
-                                                skip_node_update=True))
-        for service_id in sorted(remote.services):
-            if service_id not in self.services and service_id not in FOREIGN_SERVICE_IDS:
+        service_ids = set(self.services) | set(remote.services) if scope is None else scope.services
+        check_ids = set(self.checks) | set(remote.checks) if scope is None else scope.checks
+        stale_checks: dict[str, HealthCheck] = {}
+        gone_checks: list[str] = []
+        for check_id in sorted(check_ids):
+            local, theirs = self.checks.get(check_id), remote.checks.get(check_id)
+            if local is not None:
+                if theirs is None or not theirs.same_state(local.check):
+                    stale_checks[check_id] = local.check
+            elif theirs is not None and check_id not in FOREIGN_CHECK_IDS \
+                    and theirs.service_id not in FOREIGN_SERVICE_IDS:
+                gone_checks.append(check_id)
+        for service_id in sorted(service_ids):
+            definition, theirs = self.services.get(service_id), remote.services.get(service_id)
+            if definition is not None:
+                if theirs is None or not _same_row(theirs, definition.service):
+                    # the service travels with its checks: no reader sees it without them
+                    checks = [c for c in stale_checks.values() if c.service_id == service_id]
+                    for check in checks:
+                        del stale_checks[check.check_id]
+                    commands.append(RegisterCommand(node=self.node, service=definition.service, checks=checks,
+                                                    skip_node_update=True))
+            elif theirs is not None and service_id not in FOREIGN_SERVICE_IDS:
                 commands.append(DeregisterCommand(node=self.node.node, service_id=service_id))
         for check in stale_checks.values():
             commands.append(RegisterCommand(node=self.node, checks=[check], skip_node_update=True))
-        for check_id, theirs in sorted(remote.checks.items()):
-            owned_elsewhere = check_id in FOREIGN_CHECK_IDS or theirs.service_id in FOREIGN_SERVICE_IDS
-            if check_id not in self.checks and not owned_elsewhere:
-                commands.append(DeregisterCommand(node=self.node.node, check_id=check_id))
+        for check_id in gone_checks:
+            commands.append(DeregisterCommand(node=self.node.node, check_id=check_id))
         return commands
 
 

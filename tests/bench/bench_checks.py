@@ -5,7 +5,8 @@ Usage: .venv/bin/python tests/bench/bench_checks.py [--http 1000] [--tcp 1000] [
 
 Method: a target process (pinned to CPU 1) serves `GET /` → 200 "ok" on one port and accepts and
 closes TCP connections on another, counting both. A real `waypost agent -dev` (pinned to CPU 0,
-log level WARN; GC thresholds as agent/agent.py GC_THRESHOLDS) gets `web` (3 catalog instances, for the latency probes), then N services
+log level WARN; GC thresholds as agent/agent.py GC_THRESHOLDS) gets `web` (3 catalog instances,
+for the latency probes), then N services
 `bench-http-i` with an HTTP check and N `bench-tcp-i` with a TCP check (interval 1 s, timeout 1 s)
 through `/v1/agent/service/register`. Two measurement phases of `--duration` seconds each, idle (no
 checks) and loaded (after every check has passed once); in each, a sampler in this process (CPU 1)

@@ -167,10 +167,6 @@ class _Upstream:
                 upstream.udp_queries += 1
                 self.transport.sendto(upstream.reply(data, True), addr)
 
-        loop = asyncio.get_running_loop()
-        self.udp, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
-        port = self.udp.get_extra_info("sockname")[1]
-
         async def serve(reader, writer):
             (length,) = struct.unpack("!H", await reader.readexactly(2))
             self.tcp_queries += 1
@@ -179,8 +175,16 @@ class _Upstream:
             await writer.drain()
             writer.close()
 
-        self.tcp = await asyncio.start_server(serve, "127.0.0.1", port)
-        return port
+        loop = asyncio.get_running_loop()
+        for _ in range(20):  # an ephemeral UDP port whose TCP twin is free too
+            self.udp, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+            port = self.udp.get_extra_info("sockname")[1]
+            try:
+                self.tcp = await asyncio.start_server(serve, "127.0.0.1", port)
+                return port
+            except OSError:
+                self.udp.close()
+        raise OSError("no free UDP/TCP port pair")
 
     def close(self) -> None:
         self.udp.close()

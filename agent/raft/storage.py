@@ -1,0 +1,237 @@
+"""Durable storage for the Raft core: a write-ahead log of entries and hard states plus a snapshot
+file, all CRC-checked (layer 2).
+
+Contract:
+- `FileStorage(directory)` implements the core's `Storage` read side (`initial_state`,
+  `snapshot`) and the same write side as `MemoryStorage`: `save(hard, entries, snapshot)` and
+  `save_snapshot(snapshot)`. Both are blocking (write + fdatasync): the driver runs them with
+  `asyncio.to_thread`, one `save` per `Ready` (group commit: every entry and the hard state of a
+  Ready share one write and one fsync).
+- Files: `wal` holds records `>IIB` (payload length, CRC32 of type|payload, type) + payload;
+  type ENTRY is `>QQB` (index, term, kind) + data, type HARD is msgpack [term, vote, commit].
+  Replay applies records in order: an entry at or below the last one cuts the suffix first (a
+  follower's conflicting tail), a gap or a bad record ends the valid prefix. `snapshot` is one
+  record of type SNAP (msgpack of `messages.snapshot_to_record`), replaced atomically (tmp, fsync,
+  rename, directory fsync).
+- `open()` (called by the constructor) cuts a torn or corrupt wal tail and never returns it; wal
+  entries that do not continue the snapshot (a crash between writing a received snapshot and
+  resetting the wal) are dropped.
+- `save_snapshot` writes the snapshot, then rewrites the wal with only the entries after it
+  (log truncation); a crash between the two leaves a valid, merely longer, wal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import msgpack
+
+from agent.raft.messages import (
+    HardState,
+    LogEntry,
+    MalformedMessage,
+    Snapshot,
+    snapshot_from_record,
+    snapshot_to_record,
+)
+
+RECORD = struct.Struct(">IIB")
+ENTRY = struct.Struct(">QQB")
+T_ENTRY, T_HARD, T_SNAP = 1, 2, 3
+MAX_RECORD = 256 * 1024 * 1024
+log = logging.getLogger("waypost.raft.storage")
+
+
+class StorageCorrupt(Exception):
+    """The snapshot file exists but cannot be read: refuse to start rather than lose data."""
+
+
+def _record(rtype: int, payload: bytes) -> bytes:
+    crc = zlib.crc32(payload, zlib.crc32(bytes([rtype])))
+    return RECORD.pack(len(payload), crc, rtype) + payload
+
+
+def encode_entry(entry: LogEntry) -> bytes:
+    return _record(T_ENTRY, ENTRY.pack(entry.index, entry.term, int(entry.kind)) + entry.data)
+
+
+def encode_hard(hard: HardState) -> bytes:
+    return _record(T_HARD, msgpack.packb([hard.term, hard.vote, hard.commit], use_bin_type=True))
+
+
+def read_records(blob: bytes) -> tuple[list[tuple[int, bytes]], int]:
+    """(type, payload) of each valid record and the byte length of the valid prefix."""
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos + RECORD.size <= len(blob):
+        length, crc, rtype = RECORD.unpack_from(blob, pos)
+        end = pos + RECORD.size + length
+        if length > MAX_RECORD or end > len(blob):
+            break
+        payload = blob[pos + RECORD.size:end]
+        if zlib.crc32(payload, zlib.crc32(bytes([rtype]))) != crc or rtype not in (T_ENTRY, T_HARD, T_SNAP):
+            break
+        out.append((rtype, payload))
+        pos = end
+    return out, pos
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class FileStorage:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.wal_path = directory / "wal"
+        self.snap_path = directory / "snapshot"
+        self.hard = HardState()
+        self.snap: Snapshot | None = None
+        self.entries: list[LogEntry] = []  # contiguous, all after the snapshot
+        self._file = None
+        self.open()
+
+    # --- read side (the core's Storage protocol) ---
+    def initial_state(self) -> tuple[HardState, Snapshot | None, list[LogEntry]]:
+        return self.hard, self.snap, list(self.entries)
+
+    def snapshot(self) -> Snapshot | None:
+        return self.snap
+
+    def last_index(self) -> int:
+        if self.entries:
+            return self.entries[-1].index
+        return self.snap.index if self.snap else 0
+
+    @property
+    def entries_since_snapshot(self) -> int:
+        return len(self.entries)
+
+    # --- open / recover ---
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.snap_path.exists():
+            records, _ = read_records(self.snap_path.read_bytes())
+            if len(records) != 1 or records[0][0] != T_SNAP:
+                raise StorageCorrupt(f"snapshot {self.snap_path} is corrupt")
+            try:
+                self.snap = snapshot_from_record(msgpack.unpackb(records[0][1], raw=False))
+            except (ValueError, MalformedMessage) as exc:
+                raise StorageCorrupt(f"snapshot {self.snap_path} is unreadable: {exc}") from exc
+        entries: list[LogEntry] = []
+        if self.wal_path.exists():
+            blob = self.wal_path.read_bytes()
+            records, valid = read_records(blob)
+            valid = self._replay(records, blob, valid, entries)
+            if valid < len(blob):
+                log.warning("cutting %d bytes of torn or corrupt raft log tail", len(blob) - valid)
+                with open(self.wal_path, "r+b") as handle:
+                    handle.truncate(valid)
+                    os.fsync(handle.fileno())
+        self.entries = self._after_snapshot(entries)
+        self._file = open(self.wal_path, "ab")  # noqa: SIM115 - kept open for appends
+
+    def _replay(self, records: list[tuple[int, bytes]], blob: bytes, valid: int, entries: list[LogEntry]) -> int:
+        pos = 0
+        for rtype, payload in records:
+            if rtype == T_ENTRY:
+                if len(payload) < ENTRY.size:
+                    return pos
+                index, term, kind = ENTRY.unpack_from(payload)
+                if entries and index > entries[-1].index + 1:
+                    return pos  # a gap: nothing after it can be trusted
+                if entries and index <= entries[-1].index:
+                    del entries[max(index - entries[0].index, 0):]
+                entries.append(LogEntry(index, term, kind, payload[ENTRY.size:]))
+            elif rtype == T_HARD:
+                try:
+                    term, vote, commit = msgpack.unpackb(payload, raw=False)
+                except (ValueError, TypeError):
+                    return pos
+                self.hard = HardState(term, vote, commit)
+            pos += RECORD.size + len(payload)
+        return valid
+
+    def _after_snapshot(self, entries: list[LogEntry]) -> list[LogEntry]:
+        if self.snap is None:
+            if entries and entries[0].index != 1:
+                log.error("raft log starts at %d without a snapshot; ignoring it", entries[0].index)
+                return []
+            return entries
+        s = self.snap
+        at = [e for e in entries if e.index == s.index]
+        if at and at[0].term != s.term:
+            return []  # the wal predates a received snapshot that replaced it
+        out = [e for e in entries if e.index > s.index]
+        if out and out[0].index != s.index + 1:
+            return []
+        return out
+
+    # --- write side ---
+    def save(self, hard_state: HardState | None, entries: list[LogEntry], snapshot: Snapshot | None) -> None:
+        if snapshot is not None:
+            self._write_snapshot(snapshot)
+            self.entries = []
+            self._rewrite_wal()
+        chunks: list[bytes] = []
+        if entries:
+            first = entries[0].index
+            if first > self.last_index() + 1:
+                raise ValueError(f"gap: appending {first} after {self.last_index()}")
+            base = self.snap.index if self.snap else 0
+            del self.entries[max(first - base - 1, 0):]
+            kept = [e for e in entries if e.index > base]
+            self.entries.extend(kept)
+            chunks.extend(encode_entry(e) for e in kept)
+        if hard_state is not None:
+            self.hard = hard_state
+            chunks.append(encode_hard(hard_state))
+        if chunks:
+            self._append(b"".join(chunks))
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        if self.snap is not None and snapshot.index <= self.snap.index:
+            return
+        self._write_snapshot(snapshot)
+        self.entries = [e for e in self.entries if e.index > snapshot.index]
+        self._rewrite_wal()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _append(self, data: bytes) -> None:
+        assert self._file is not None, "storage is closed"
+        self._file.write(data)
+        self._file.flush()
+        os.fdatasync(self._file.fileno())
+
+    def _write_snapshot(self, snapshot: Snapshot) -> None:
+        payload = msgpack.packb(snapshot_to_record(snapshot), use_bin_type=True)
+        _write_atomic(self.snap_path, _record(T_SNAP, payload))
+        self.snap = snapshot
+
+    def _rewrite_wal(self) -> None:
+        self.close()
+        data = b"".join(encode_entry(e) for e in self.entries) + encode_hard(self.hard)
+        _write_atomic(self.wal_path, data)
+        self._file = open(self.wal_path, "ab")  # noqa: SIM115 - kept open for appends

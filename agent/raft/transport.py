@@ -1,0 +1,204 @@
+"""Raft transport: TCP between servers with length-prefixed frames (layer 2).
+
+Contract:
+- A frame is `>IB` (body length, kind) + body. Kinds: RAFT (body = `codec.encode(msg)`), HELLO
+  (msgpack [id, address, expect, [[id, address], ...]]), FORWARD (msgpack [req_id, data]: a
+  follower's write for the leader), FORWARD_RESP (msgpack [req_id, index, term, leader_hint]),
+  OPERATOR (msgpack [req_id, op, server_id]: remove-peer / transfer-leader run on the leader)
+  and OPERATOR_RESP (msgpack [req_id, error message or ""]).
+- Every connection is one-way: a server writes only on its outbound connections and reads only
+  inbound ones, so replies travel on the replier's own outbound connection. Each outbound
+  connection starts with a HELLO; the receiver learns the sender's id and address from it.
+- One outbound connection per peer address, reconnected with exponential backoff
+  (`BACKOFF_MIN`..`BACKOFF_MAX`); each has a bounded queue of `QUEUE_FRAMES` frames — when it is
+  full (slow or unreachable peer) new frames are dropped: Raft retries on its own.
+- Received frames go to `on_frame(src_id, kind, body)`; HELLOs also go there (src_id is the id
+  inside). Malformed frames close the connection. Server ids are node names; addresses are
+  host:port of the peer's server port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+from collections.abc import Callable
+
+import msgpack
+
+from agent.raft import codec
+from agent.raft.messages import Message
+
+FRAME = struct.Struct(">IB")
+RAFT, HELLO, FORWARD, FORWARD_RESP, OPERATOR, OPERATOR_RESP = 0, 1, 2, 3, 4, 5
+MAX_FRAME = 64 * 1024 * 1024
+QUEUE_FRAMES = 4096
+BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
+CONNECT_TIMEOUT = 2.0
+log = logging.getLogger("waypost.raft.transport")
+
+FrameHandler = Callable[[str, int, bytes], None]
+
+
+def frame(kind: int, body: bytes) -> bytes:
+    return FRAME.pack(len(body), kind) + body
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class _Peer:
+    def __init__(self, address: str, hello: Callable[[], bytes]) -> None:
+        self.address = address
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_FRAMES)
+        self._hello = hello
+        self.dropped = 0
+        self.connected = False
+
+    def put(self, data: bytes) -> None:
+        try:
+            self.queue.put_nowait(data)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def run(self) -> None:
+        backoff = BACKOFF_MIN
+        host, port = split_address(self.address)
+        while True:
+            writer = None
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.connected = True
+                backoff = BACKOFF_MIN
+                writer.write(self._hello())
+                while True:
+                    first = await self.queue.get()
+                    chunks = [first]
+                    while not self.queue.empty() and len(chunks) < 512:
+                        chunks.append(self.queue.get_nowait())
+                    writer.write(b"".join(chunks))
+                    await writer.drain()
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                log.debug("raft connection to %s: %s", self.address, exc)
+            finally:
+                self.connected = False
+                if writer is not None:
+                    writer.close()
+                    with contextlib.suppress(OSError, ConnectionError):
+                        await writer.wait_closed()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+
+class Transport:
+    def __init__(self, server_id: str, address: str, on_frame: FrameHandler,
+                 hello_body: Callable[[], bytes]) -> None:
+        self.id = server_id
+        self.address = address
+        self.on_frame = on_frame
+        self._hello_body = hello_body
+        self.addresses: dict[str, str] = {}  # server id → address
+        self._peers: dict[str, _Peer] = {}   # address → outbound connection
+        self._new: list[_Peer] = []
+        self._changed = asyncio.Event()
+        self._inbound: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    # --- addressing ---
+    def learn(self, server_id: str, address: str) -> bool:
+        """Remember `server_id` at `address`; True when that is news."""
+        if server_id == self.id or not address or self.addresses.get(server_id) == address:
+            return False
+        self.addresses[server_id] = address
+        self.connect(address)
+        return True
+
+    def connect(self, address: str) -> None:
+        if address == self.address or address in self._peers:
+            return
+        peer = _Peer(address, lambda: frame(HELLO, self._hello_body()))
+        self._peers[address] = peer
+        self._new.append(peer)
+        self._changed.set()
+
+    # --- sending ---
+    def send(self, msg: Message) -> None:
+        self.send_frame(msg.dst, RAFT, codec.encode(msg))
+
+    def send_frame(self, server_id: str, kind: int, body: bytes) -> bool:
+        address = self.addresses.get(server_id)
+        peer = self._peers.get(address) if address else None
+        if peer is None:
+            return False
+        peer.put(frame(kind, body))
+        return True
+
+    def broadcast_hello(self) -> None:
+        data = frame(HELLO, self._hello_body())
+        for peer in self._peers.values():
+            peer.put(data)
+
+    # --- serving ---
+    async def listen(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                while True:
+                    for peer in self._new:
+                        group.create_task(peer.run(), name=f"raft-peer-{peer.address}")
+                    self._new = []
+                    await self._changed.wait()
+                    self._changed.clear()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._inbound):
+            writer.close()
+        self._inbound.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._inbound.add(writer)
+        src = ""
+        try:
+            while True:
+                header = await reader.readexactly(FRAME.size)
+                length, kind = FRAME.unpack(header)
+                if length > MAX_FRAME:
+                    return
+                body = await reader.readexactly(length)
+                if kind == HELLO:
+                    src = self._hello_src(body) or src
+                if not src:
+                    return  # the first frame must be a HELLO
+                self.on_frame(src, kind, body)
+        except (asyncio.IncompleteReadError, OSError, ConnectionError):
+            pass
+        except Exception:  # a malformed frame: drop this connection, keep serving others
+            log.warning("dropping raft connection after a malformed frame", exc_info=True)
+        finally:
+            self._inbound.discard(writer)
+            writer.close()
+
+    @staticmethod
+    def _hello_src(body: bytes) -> str:
+        try:
+            rec = msgpack.unpackb(body, raw=False)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            return ""
+        if isinstance(rec, list) and rec and isinstance(rec[0], str):
+            return rec[0]
+        return ""

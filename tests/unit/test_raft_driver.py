@@ -1,0 +1,113 @@
+"""RaftNode on one server: results travel back, proposals share a fsync, snapshots truncate the log
+and a restart recovers snapshot + log. (Multi-server behaviour: tests/sim and the integration test.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.raft.driver import RaftNode
+from agent.raft.memstore import MemoryStorage
+from agent.raft.messages import Membership
+from agent.raft.storage import FileStorage
+
+
+class Boom(Exception):
+    pass
+
+
+class DictFSM:
+    def __init__(self) -> None:
+        self.data: dict[str, int] = {}
+        self.applied: list[int] = []
+
+    def apply(self, index: int, data: bytes) -> object:
+        self.applied.append(index)
+        key, value = data.decode().split("=")
+        if value == "boom":
+            raise Boom(key)
+        self.data[key] = int(value)
+        return len(self.data)
+
+    def snapshot(self) -> bytes:
+        return json.dumps(self.data).encode()
+
+    def restore(self, data: bytes) -> None:
+        self.data = json.loads(data)
+
+
+class CountingStorage(FileStorage):
+    saves = 0
+
+    def save(self, *args) -> None:  # type: ignore[no-untyped-def]
+        CountingStorage.saves += 1
+        super().save(*args)
+
+
+def single(fsm: DictFSM, storage, **kw) -> RaftNode:  # type: ignore[no-untyped-def]
+    node = RaftNode("a", fsm, storage, tick_seconds=0.01, durable=isinstance(storage, FileStorage), **kw)
+    node.bootstrap(Membership.of(["a"]))
+    node.drain_now()
+    return node
+
+
+async def run_with(node: RaftNode, coro):  # type: ignore[no-untyped-def]
+    task = asyncio.create_task(node.run())
+    try:
+        return await coro
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_results_and_fsm_errors_travel_back_in_memory() -> None:
+    fsm = DictFSM()
+    node = single(fsm, MemoryStorage())
+    assert node.is_leader()
+    assert node.apply_now(b"x=1") == 1
+
+    async def writes() -> list[object]:
+        ok = await node.propose(b"y=2")
+        with pytest.raises(Boom):
+            await node.propose(b"z=boom")
+        return [ok]
+
+    assert await run_with(node, writes()) == [2]
+    assert fsm.data == {"x": 1, "y": 2}
+
+
+async def test_concurrent_proposals_share_one_fsync(tmp_path: Path) -> None:
+    fsm = DictFSM()
+    node = single(fsm, CountingStorage(tmp_path))
+    CountingStorage.saves = 0
+
+    async def burst() -> list[object]:
+        return list(await asyncio.gather(*(node.propose(f"k{i}={i}".encode()) for i in range(200))))
+
+    results = await run_with(node, burst())
+    assert sorted(results) == list(range(1, 201))  # type: ignore[type-var]
+    assert CountingStorage.saves <= 3, CountingStorage.saves  # one batch (plus commit-index updates)
+
+
+async def test_snapshot_truncation_and_restart(tmp_path: Path) -> None:
+    fsm = DictFSM()
+    node = single(fsm, FileStorage(tmp_path), snapshot_every=50)
+
+    async def writes() -> None:
+        for i in range(120):
+            await node.propose(f"k{i}={i}".encode())
+
+    await run_with(node, writes())
+    node.close()
+    storage = FileStorage(tmp_path)
+    assert storage.snap is not None and storage.snap.index >= 50
+    assert len(storage.entries) < 120
+    again = DictFSM()
+    node2 = single(again, storage)
+    assert node2.is_leader()
+    assert again.data == {f"k{i}": i for i in range(120)}
+    assert node2.apply_now(b"after=1") == 121
