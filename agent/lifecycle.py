@@ -154,7 +154,7 @@ def instrument_dns(metrics: Metrics, dns: DnsServer) -> None:
     def totals() -> Iterator[Gauge]:
         for transport, count in sorted(dns.queries.items()):
             yield "dns.queries", {"transport": transport}, count
-        yield "dns.cache_hits", {}, dns.handler.cache.hits
+        yield "dns.cache_hits", {}, dns.cache_hits
 
     metrics.add_source(totals, counter=True)
     dns.on_answered = lambda seconds: metrics.observe("dns.query_time", seconds * 1000.0)

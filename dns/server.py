@@ -7,7 +7,8 @@ Contract:
 - UDP: a query whose exact bytes (after the ID) are in the handler's hot cache, with nothing in
   the catalog changed since the entry was checked, is answered inline in `datagram_received` (a
   dict lookup, the epoch test, the ID prepended: no parsing, no objects); next the revalidating hot
-  lookup and the parsed-question cache; anything else runs as a task of the server's TaskGroup.
+  lookup and the parsed-question cache; anything else runs as a task of the server's TaskGroup,
+  one per distinct query: identical ones arriving meanwhile get that task's answer (single flight).
   TCP: 2-byte length-prefixed messages, several per connection, answered in order; a connection
   idle for `tcp_idle_timeout` or sending a truncated frame is closed; beyond `max_tcp_clients`
   new connections are closed at once. Bad packets never raise out of a listener.
@@ -45,6 +46,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._epoch = server.handler.epoch
         self.received = 0
         self.past_hot = 0  # received queries the inline hot path did not answer
+        self._inflight: dict[bytes, list[tuple[bytes, tuple[str, int]]]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -66,15 +68,31 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
             return
-        self.server._spawn(self._answer(data, addr))
+        # single flight: identical queries (bytes after the ID) arriving while one is being answered
+        # wait for that answer instead of each building it (after a catalog change, a busy server
+        # would otherwise spawn a task per queued packet)
+        waiters = self._inflight.get(data[2:])
+        if waiters is not None:
+            if len(waiters) < MAX_PENDING_UDP:
+                waiters.append((data[:2], addr))
+            return
+        self._inflight[data[2:]] = []
+        if not self.server._spawn(self._answer(data, addr)):
+            del self._inflight[data[2:]]
 
     async def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
         started = time.perf_counter()
-        reply = await self.server.handler.handle(data, False)
+        try:
+            reply = await self.server.handler.handle(data, False)
+        finally:
+            waiters = self._inflight.pop(data[2:], ())
         if self.server.on_answered is not None:
             self.server.on_answered(time.perf_counter() - started)
         if reply is not None and self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
+            tail = reply[2:]
+            for query_id, waiter in waiters:
+                self.transport.sendto(query_id + tail, waiter)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("dns: udp error %r", exc)
@@ -107,13 +125,14 @@ class DnsServer:
         proto = self._udp_protocol
         return self.handler.cache.hits + (proto.received - proto.past_hot if proto is not None else 0)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> bool:
         if len(self._tasks) >= MAX_PENDING_UDP:
             coro.close()
-            return
+            return False
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[int, int]:
         loop = asyncio.get_running_loop()

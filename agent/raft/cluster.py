@@ -87,6 +87,7 @@ class RaftCluster:
         self._expect: dict[str, int] = {}
         self._removed: set[str] = set()
         self._forwards: dict[int, asyncio.Future[tuple[int, int, str]]] = {}
+        self._forward_targets: dict[int, tuple[str, asyncio.Future[tuple[int, int, str]]]] = {}
         self._operator_waiters: dict[int, asyncio.Future[str]] = {}
         self._operator_tasks: set[asyncio.Future[object]] = set()
         self._req_ids = itertools.count(1)
@@ -254,6 +255,9 @@ class RaftCluster:
             self._leader_known.set()
         else:
             self._leader_known.clear()
+        for target, future in list(self._forward_targets.values()):
+            if target != leader and not future.done():
+                future.set_exception(NotLeader(leader))  # retry at once with the new leader
 
     # --- writes ---
     def apply_now(self, data: bytes) -> object:
@@ -292,6 +296,7 @@ class RaftCluster:
         req_id = next(self._req_ids)
         future: asyncio.Future[tuple[int, int, str]] = loop.create_future()
         self._forwards[req_id] = future
+        self._forward_targets[req_id] = (leader, future)
         try:
             if not self.transport.send_frame(leader, FORWARD, msgpack.packb([req_id, data], use_bin_type=True)):
                 raise NotLeader(leader)
@@ -303,6 +308,7 @@ class RaftCluster:
             raise NotLeader(leader) from None
         finally:
             self._forwards.pop(req_id, None)
+            self._forward_targets.pop(req_id, None)
         if index == 0:
             raise NotLeader(_hint)
         done: asyncio.Future[object] = loop.create_future()

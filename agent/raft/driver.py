@@ -7,7 +7,9 @@ Contract:
   while a Ready is being fsynced are batched into the next Ready (group commit: one fsync and one
   AppendEntries per follower for all of them).
 - A Ready is handled in the order the core requires: persist (`storage.save` in
-  `asyncio.to_thread`, or inline for `MemoryStorage`) → send → restore a received snapshot →
+  `asyncio.to_thread`, or inline for `MemoryStorage`; see `_persist` for the two exceptions:
+  commit-only hard states skip the fsync, a leader's appends leave before its own fsync) → send →
+  restore a received snapshot →
   apply committed entries to the FSM → resolve read states → `advance`. After `snapshot_every`
   applied entries the FSM is snapshotted and the log truncated.
 - `propose(data)` resolves with the FSM's result when the entry is applied here, or raises the
@@ -99,6 +101,7 @@ class RaftNode:
         self._read_seq = 0
         self._last_contact = time.monotonic()
         self._since_snapshot = 0
+        self._synced = storage.initial_state()[0]
         self._busy = False
         self.on_commit: Callable[[int, float], None] | None = None  # metrics hook
         self.on_leader_change: Callable[[str], None] | None = None
@@ -288,15 +291,38 @@ class RaftNode:
                 rd = self.core.ready()
                 self._busy = True
                 try:
-                    if rd.must_sync:
-                        if self.durable:
-                            await asyncio.to_thread(self.storage.save, rd.hard_state, rd.entries, rd.snapshot)
-                        else:
-                            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+                    await self._persist(rd)
                     self._after_persist(rd)
                 finally:
                     self._busy = False
                 await self._maybe_snapshot()
+
+    async def _persist(self, rd: Ready) -> None:
+        """fsync entries, snapshots and term/vote changes (in a thread); a commit-only change is
+        written without fsync. A leader's AppendEntries/heartbeats go out before its own fsync
+        (Raft thesis §10.2.1: its own match index only counts after `advance`); every other
+        message waits for the fsync."""
+        if not rd.must_sync:
+            return
+        hard = rd.hard_state
+        needs_fsync = bool(rd.entries or rd.snapshot) or (
+            hard is not None and (hard.term, hard.vote) != (self._synced.term, self._synced.vote))
+        if not self.durable or not needs_fsync:
+            if self.durable:
+                self.storage.save(hard, rd.entries, rd.snapshot, False)  # type: ignore[call-arg]
+            else:
+                self.storage.save(hard, rd.entries, rd.snapshot)
+        else:
+            if self.core.role is Role.LEADER:
+                early = [m for m in rd.messages if isinstance(m, AppendEntries | Heartbeat | InstallSnapshot)]
+                if early:
+                    rd.messages = [m for m in rd.messages if not isinstance(m, AppendEntries | Heartbeat
+                                                                            | InstallSnapshot)]
+                    for m in early:
+                        self.send(m)
+            await asyncio.to_thread(self.storage.save, hard, rd.entries, rd.snapshot)
+        if hard is not None:
+            self._synced = hard
 
     def drain_now(self) -> None:
         """Process queued inputs and Ready cycles synchronously (start-up, single server)."""

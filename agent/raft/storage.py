@@ -13,6 +13,8 @@ Contract:
   follower's conflicting tail), a gap or a bad record ends the valid prefix. `snapshot` is one
   record of type SNAP (msgpack of `messages.snapshot_to_record`), replaced atomically (tmp, fsync,
   rename, directory fsync).
+- A Ready that only moves the commit index is written with `sync=False` (no fsync): a lost
+  commit index is learned again from the leader, and entries are never applied beyond it.
 - `open()` (called by the constructor) cuts a torn or corrupt wal tail and never returns it; wal
   entries that do not continue the snapshot (a crash between writing a received snapshot and
   resetting the wal) are dropped.
@@ -186,7 +188,9 @@ class FileStorage:
         return out
 
     # --- write side ---
-    def save(self, hard_state: HardState | None, entries: list[LogEntry], snapshot: Snapshot | None) -> None:
+    def save(self, hard_state: HardState | None, entries: list[LogEntry], snapshot: Snapshot | None,
+             sync: bool = True) -> None:
+        """`sync=False` (only a new commit index: recoverable, so no fsync) writes without fsync."""
         if snapshot is not None:
             self._write_snapshot(snapshot)
             self.entries = []
@@ -205,7 +209,7 @@ class FileStorage:
             self.hard = hard_state
             chunks.append(encode_hard(hard_state))
         if chunks:
-            self._append(b"".join(chunks))
+            self._append(b"".join(chunks), sync)
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         if self.snap is not None and snapshot.index <= self.snap.index:
@@ -219,11 +223,12 @@ class FileStorage:
             self._file.close()
             self._file = None
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes, sync: bool = True) -> None:
         assert self._file is not None, "storage is closed"
         self._file.write(data)
         self._file.flush()
-        os.fdatasync(self._file.fileno())
+        if sync:
+            os.fdatasync(self._file.fileno())
 
     def _write_snapshot(self, snapshot: Snapshot) -> None:
         payload = msgpack.packb(snapshot_to_record(snapshot), use_bin_type=True)

@@ -125,3 +125,17 @@ def test_hot_cache_is_bounded_and_revalidates() -> None:
     assert cache.get(b"b", index.get) == b"x" and cache.entries[b"b"].epoch == 11
     index["web"], index[None] = 6, 12
     assert cache.get(b"b", index.get) is None and b"b" not in cache.entries
+
+
+async def test_identical_misses_share_one_lookup() -> None:
+    server, proto, transport = await listener()
+    lookup = server.handler.lookup
+    calls = lookup.calls
+    for qid in (11, 12, 13):  # all arrive before the first is answered
+        proto.datagram_received(q("db.service.consul", qid), ("127.0.0.1", qid))
+    assert len(server._tasks) == 1
+    while server._tasks:
+        await asyncio.gather(*list(server._tasks))
+    replies = [DNSRecord.parse(r) for r in transport.sent]
+    assert [r.header.id for r in replies] == [11, 12, 13] and lookup.calls == calls + 1
+    assert all(addresses(r) == {"10.1.0.9"} for r in replies)
