@@ -45,6 +45,7 @@ from agent.local.state import LocalState
 from agent.logs import LogOptions, LogSetup, setup_logging
 from agent.metrics import Metrics, sample_loop_lag
 from agent.raft.cluster import ClusterSettings
+from agent.raft.storage import PeersFileError, StorageCorrupt
 from agent.sdnotify import Notifier, clean_environ
 from agent.server import CatalogServer
 from agent.sessions_driver import SessionDriver
@@ -118,6 +119,8 @@ class Agent:
             raise ClientModeUnavailable(
                 "client agents (no -server) need cluster membership, which is not built yet: "
                 "run with -dev, or -server -bootstrap")
+        if config.ui_config.enabled and not config.dev:  # -dev turns the UI on by default, as Consul
+            log.warning("-ui / ui_config.enabled ignored: waypost has no web UI yet (GET / answers a plain text page)")
         self.config = config
         self.argv = list(argv or [])
         self.address = advertise_address(config)
@@ -367,7 +370,7 @@ def run_agent(argv: list[str]) -> int:
         log.warning("%s", warning)
     try:
         agent = Agent(config, argv)
-    except (ClientModeUnavailable, ConfigError) as exc:
+    except (ClientModeUnavailable, ConfigError, PeersFileError, StorageCorrupt) as exc:
         print(f"==> {exc}", file=sys.stderr)
         return 1
     agent.logs, agent.notifier = logs, notifier

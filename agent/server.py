@@ -6,7 +6,8 @@ Contract:
 - `apply(command)` proposes an encoded command through Raft (followers forward it to the leader)
   and returns the FSM result; raises `NoLeader` when no leader appears within the hold timeout,
   and the FSM's `CatalogError` for a rejected command.
-- `store` is the local catalog `StateStore`; reads are local (leader lease / stale semantics).
+- `store` is the local catalog `StateStore`; reads are local (leader lease / stale semantics);
+  `read_barrier("consistent")` first confirms leadership with a quorum (read-index).
 - `wait_for_change(keys, index, timeout)` returns as soon as any watch key's index passes `index`,
   or when `timeout` elapses (blocking queries). It never polls: it registers a store watcher.
 - `register_self(...)` writes this server's node, its passing `serfHealth` check and the `consul`
@@ -16,15 +17,18 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from agent.catalog.commands import Command, RegisterCommand, encode
 from agent.catalog.fsm import CatalogFSM
 from agent.catalog.store import StateStore
+from agent.catalog.watch import WatchHandle
 from agent.errors import NoLeader
 from agent.local.state import RemoteNode, SyncScope
 from agent.raft.cluster import ClusterSettings, RaftCluster
+from agent.raft.errors import RaftError
 from agent.types import (
     SERF_ALIVE_OUTPUT,
     SERF_CHECK_ID,
@@ -34,6 +38,29 @@ from agent.types import (
     NodeService,
     Status,
 )
+
+log = logging.getLogger("waypost.server")
+
+
+async def wait_for_index(current: Callable[[], int], watch: Callable[[Callable[[int], None]], WatchHandle],
+                         index: int, timeout: float) -> None:
+    """Blocking-query wait: return once `current()` passes `index` (a watcher registered with
+    `watch(wake)` says when), or after `timeout`. Never polls; `index <= 0` never waits."""
+    if index <= 0 or timeout <= 0 or current() > index:
+        return
+    changed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def wake(new_index: int) -> None:
+        if not changed.done():
+            changed.set_result(new_index)
+
+    handle = watch(wake)
+    try:
+        await asyncio.wait_for(changed, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        handle.cancel()
 
 
 class CatalogServer:
@@ -68,6 +95,9 @@ class CatalogServer:
     async def run(self) -> None:
         try:
             await self.cluster.run()
+        except Exception:
+            log.exception("raft stopped")  # the agent's task group then stops the agent
+            raise
         finally:
             self.cluster.close()
 
@@ -79,23 +109,32 @@ class CatalogServer:
         (single server only)."""
         return self.cluster.apply_now(encode(command))
 
+    def reads_locally(self) -> bool:
+        """A default-mode read may be answered from this server's store right now (the fast path
+        asks this on every request): a single server, or the leader holding a fresh lease."""
+        return self.single or self.raft.lease_ok()
+
+    async def read_barrier(self, mode: str) -> None:
+        """Call before answering a read in `mode` ("stale", "leader" or "consistent", as
+        `http.common.parse_consistency` returns): "stale" reads the local store at once;
+        "leader" (default) does too on a leader holding a fresh lease; otherwise, and always for
+        "consistent", a read-index round (a quorum confirms the leader) and this server applying
+        up to it come first. Raises `NoLeader` when no leader answers within the hold timeout."""
+        if mode == "stale" or self.single:
+            return
+        if mode == "leader" and self.reads_locally():
+            return  # the leader's lease (shorter than the election timeout) vouches for its store
+        # "consistent", or a default read on a follower / a leader without a fresh lease: a
+        # read-index round through the leader, then wait until this server has applied up to it
+        try:
+            await asyncio.wait_for(self.raft.read_index(), self.cluster.settings.hold_timeout)
+        except (TimeoutError, RaftError):
+            raise NoLeader() from None
+
     async def wait_for_change(self, keys: Iterable[str], index: int, timeout: float) -> None:
         keys = tuple(keys)
-        if index <= 0 or self.store.index_of(*keys) > index or timeout <= 0:
-            return
-        changed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-        def wake(new_index: int) -> None:
-            if not changed.done():
-                changed.set_result(new_index)
-
-        handle = self.store.watch(keys, wake)
-        try:
-            await asyncio.wait_for(changed, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            handle.cancel()
+        store = self.store
+        await wait_for_index(lambda: store.index_of(*keys), lambda wake: store.watch(keys, wake), index, timeout)
 
     def register_self(self, node: Node, server_port: int, version: str) -> None:
         """Synchronously on a single server; cluster members use `register_self_async`."""

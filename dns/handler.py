@@ -9,7 +9,10 @@ Contract:
   datacenter → NXDOMAIN. Names outside our zones (and PTR for unknown addresses) go to `forward`
   when recursors are configured, else REFUSED.
 - `forward(data, tcp) -> bytes | None` relays to upstream (dns/recursor.py); None → SERVFAIL.
-- `serial()` gives the SOA serial (the server passes Unix time); `rng` shuffles answers.
+- `serial()` gives the SOA serial (the server passes Unix time); `rng` shuffles answers. A service
+  answer is encoded once per change; its other cached shuffles are permutations of that reply's
+  answer blocks (wire.answer_blocks) when nothing was trimmed (no TC, no answer cap, no
+  `a_record_limit` subset), else each shuffle is built and encoded (dnslib) as before.
 - Two caches (dns/cache.py): `cache` (by parsed question, patched per request) and `hot` (by the
   exact query bytes after the ID, for UDP queries whose packet is `plain`): every UDP answer that
   can be cached, from either path, is also installed in `hot`, whose hits the UDP listener serves
@@ -46,6 +49,7 @@ from dns.recursor import ForwardLoop
 from dns.wire import (
     RCODE_BADVERS,
     RCODE_FORMERR,
+    RCODE_NOERROR,
     RCODE_NOTIMP,
     RCODE_NXDOMAIN,
     RCODE_REFUSED,
@@ -53,6 +57,7 @@ from dns.wire import (
     Drop,
     Reject,
     Request,
+    answer_blocks,
     error_response,
     parse_request,
     patch,
@@ -67,6 +72,19 @@ PLAIN_UDP_LIMIT = 512
 CLASS_IN, CLASS_ANY = 1, 255
 QTYPE_IXFR, QTYPE_AXFR, QTYPE_OPT = 251, 252, 41
 MAX_UDP_ANSWERS = 8  # Consul's hard cap on udp_answer_limit
+
+
+class _Shuffles:
+    """Internal: the endpoint orders of a service answer's other variants, built on demand."""
+
+    __slots__ = ("orders", "permutable", "query", "serial")
+
+    def __init__(self, orders: list[Sequence[ServiceEndpoint]], query: ServiceQuery, serial: int,
+                 permutable: bool):
+        self.orders = orders
+        self.query = query
+        self.serial = serial
+        self.permutable = permutable  # False when a_record_limit keeps an order-dependent subset
 
 
 class _Forwarded(Exception):
@@ -165,7 +183,14 @@ class DnsHandler:
             builts, dep, token = await self._resolve(question, query)
         except _Forwarded:
             return await self._forward(req, tcp)
-        variants = [ans.encode(question, built, shape) for built in builts]
+        first, *more = builts
+        assert isinstance(first, ans.Built)
+        variants = [ans.encode(question, first, shape)]
+        for extra in more:
+            if isinstance(extra, _Shuffles):
+                variants += self._shuffled(question, first, variants[0], extra, shape)
+            else:
+                variants.append(ans.encode(question, extra, shape))
         if token is not None:
             self.cache.put(key, variants, dep, token, epoch)
             if not tcp and req.plain:
@@ -180,8 +205,10 @@ class DnsHandler:
         return ans.Shape(limit=limit, answer_cap=cap, edns=req.edns, udp_size=self.config.max_udp_size,
                          ra=self.forward is not None, compress=self._compress)
 
-    async def _resolve(self, q: ans.Question, query: Query) -> tuple[list[ans.Built], str | None, int | None]:
-        """Built answers (several shuffles for services), the cache dependency and its token.
+    async def _resolve(self, q: ans.Question,
+                       query: Query) -> tuple[list[ans.Built | _Shuffles], str | None, int | None]:
+        """Built answers (for services: the first shuffle, then the others as `_Shuffles`), the
+        cache dependency and its token.
 
         A token of None means "do not cache" (lookup errors)."""
         cfg, serial = self.config, self.serial()
@@ -194,8 +221,13 @@ class DnsHandler:
             if isinstance(query, ServiceQuery):
                 found = await self.lookup.service_endpoints(query.service, query.tag, query.datacenter)
                 endpoints = ans.healthy(found or (), query.tag, cfg.only_passing)
-                return [ans.service_answer(q, query, order, cfg, serial)
-                        for order in self._orders(endpoints)], dep, token
+                orders = self._orders(endpoints)
+                first = ans.service_answer(q, query, orders[0], cfg, serial)
+                if len(orders) == 1:
+                    return [first], dep, token
+                # the other shuffles are cut from the first answer's bytes when they can be
+                trimmed = bool(cfg.a_record_limit) and len(endpoints) > cfg.a_record_limit
+                return [first, _Shuffles(orders[1:], query, serial, not trimmed)], dep, token
             if isinstance(query, NodeQuery):
                 node = await self.lookup.node(query.node, query.datacenter)
                 return [ans.node_answer(q, query, node, cfg, serial)], dep, token
@@ -221,6 +253,38 @@ class DnsHandler:
         except Exception:
             log.warning("dns: lookup failed for %r", query, exc_info=True)
             return [ans.Built(rcode=RCODE_SERVFAIL, aa=False)], dep, None
+
+    def _shuffled(self, question: ans.Question, first: ans.Built, wire: bytes, rest: _Shuffles,
+                  shape: ans.Shape) -> list[bytes]:
+        """The other cached shuffles of a service answer. When every record the lookup gave is in
+        `wire` (nothing trimmed, no TC) any order of them is a valid shuffle, so the variants are
+        permutations of its answer blocks: one dnslib encode per change instead of one per
+        variant. Otherwise (or when a block layout does not allow it) each order is built."""
+        count = len(first.items)
+        split = None
+        if (rest.permutable and count >= 2 and first.rcode == RCODE_NOERROR and not wire[2] & 0x02
+                and int.from_bytes(wire[6:8]) == count):
+            split = answer_blocks(wire)
+        if split is None:
+            return [ans.encode(question, ans.service_answer(question, rest.query, order, self.config, rest.serial),
+                               shape) for order in rest.orders]
+        head, blocks, tail = split
+        return [head + b"".join([blocks[i] for i in perm]) + tail for perm in self._index_orders(count)]
+
+    def _index_orders(self, count: int) -> list[tuple[int, ...]]:
+        """Up to cache_variants - 1 orders of range(count) other than the identity (already served)."""
+        wanted = max(1, self.config.cache_variants) - 1
+        identity = tuple(range(count))
+        if math.factorial(count) - 1 <= wanted:
+            perms = [p for p in itertools.permutations(identity) if p != identity]
+            self.rng.shuffle(perms)
+            return perms
+        perms = []
+        for _ in range(wanted):
+            order = list(identity)
+            self.rng.shuffle(order)
+            perms.append(tuple(order))
+        return perms
 
     def _orders(self, endpoints: list[ServiceEndpoint]) -> list[Sequence[ServiceEndpoint]]:
         """Shuffles to cache and rotate: every order when there are few, else random ones."""

@@ -11,6 +11,9 @@ Contract:
 - `error_response(...)` builds header + question (+ OPT) replies; `patch(cached, request_bytes,
   qname_wire)` turns a cached canonical answer into the reply for this request (ID, RD and CD flags,
   the question's original letter case).
+- `answer_blocks(reply)` → (head, answer RRs, rest) when the answers can be reordered by moving
+  bytes (no compression pointer into the answer section, none inside it beyond the question), else
+  None: cached shuffles are cut from one encoded answer instead of being encoded each.
 """
 
 from __future__ import annotations
@@ -160,3 +163,66 @@ def truncated_reply(reply: bytes) -> bytes:
     head[2] |= 0x02
     head[4:12] = _HEADER.pack(0, 0, 1 if qdcount == 1 else 0, 0, 0, 0)[4:12]
     return bytes(head) + reply[12:pos]
+
+
+# ---------------------------------------------------------------- answer blocks (cheap shuffles)
+
+_RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_RDATA_NAME_AT = {2: 0, 5: 0, 6: 0, 12: 0, 15: 2, 33: 6}  # NS CNAME SOA PTR MX SRV: where a name starts
+
+
+def _name_end(data: bytes, pos: int, pointers: list[int]) -> int:
+    """The offset just past the (possibly compressed) name at `pos`; pointer targets are collected."""
+    while True:
+        length = data[pos]
+        if length >= 0xC0:
+            pointers.append(((length & 0x3F) << 8) | data[pos + 1])
+            return pos + 2
+        if length > 63:
+            raise ValueError("extended label type")
+        pos += 1 + length
+        if length == 0:
+            return pos
+
+
+def _rr_end(data: bytes, pos: int, pointers: list[int]) -> int:
+    pos = _name_end(data, pos, pointers)
+    rtype, _, _, rdlen = _RR_FIXED.unpack_from(data, pos)
+    start, end = pos + 10, pos + 10 + rdlen
+    if end > len(data):
+        raise ValueError("rdata past the end")
+    skip = _RDATA_NAME_AT.get(rtype)
+    if skip is not None:
+        after = _name_end(data, start + skip, pointers)
+        if rtype == 6:
+            _name_end(data, after, pointers)
+    return end
+
+
+def answer_blocks(message: bytes) -> tuple[bytes, list[bytes], bytes] | None:
+    """Split a reply into (header + question, answer RRs, the rest) when the answer RRs are
+    position-independent: no compression pointer inside them points past the question and none
+    elsewhere points into them. Then `head + b"".join(permuted blocks) + rest` is the same reply
+    with its answers reordered (same length, every pointer still valid). None when that does not
+    hold or the message cannot be walked."""
+    try:
+        qdcount, ancount, nscount, arcount = struct.unpack_from("!HHHH", message, 4)
+        if qdcount != 1:
+            return None
+        q_end = _name_end(message, 12, []) + 4
+        inside: list[int] = []
+        blocks = []
+        pos = q_end
+        for _ in range(ancount):
+            end = _rr_end(message, pos, inside)
+            blocks.append(message[pos:end])
+            pos = end
+        an_end = pos
+        outside: list[int] = []
+        for _ in range(nscount + arcount):
+            pos = _rr_end(message, pos, outside)
+    except (struct.error, IndexError, ValueError):
+        return None
+    if pos != len(message) or any(p >= q_end for p in inside) or any(q_end <= p < an_end for p in outside):
+        return None
+    return message[:q_end], blocks, message[an_end:]

@@ -12,7 +12,7 @@ PACKAGES = ("agent", "checks", "dns")
 
 # layer of each module (path prefix → layer); the longest matching prefix wins
 LAYERS = {
-    "agent/types.py": 0, "agent/errors.py": 0, "agent/version.py": 0, "agent/raft/log.py": 0,
+    "agent/types.py": 0, "agent/errors.py": 0, "agent/version.py": 0,
     "agent/raft/messages.py": 0, "agent/raft/errors.py": 0,
     "agent/raft/core.py": 1, "agent/raft/leader.py": 1, "agent/raft/raftlog.py": 1, "agent/raft/progress.py": 1,
     "agent/raft/readonly.py": 1, "agent/raft/memstore.py": 1, "agent/raft/codec.py": 2,
@@ -20,11 +20,11 @@ LAYERS = {
     "checks/result.py": 0, "dns/query.py": 0, "dns/lookup.py": 0, "dns/config.py": 0, "dns/wire.py": 0,
     "agent/catalog": 1, "agent/local/state.py": 1, "agent/filter": 1, "dns/answer": 1,
     "checks/thresholds.py": 1, "checks/ttl.py": 1,
-    "agent/raft/filelog.py": 2, "agent/raft/storage.py": 2, "agent/raft/transport.py": 2,
+    "agent/raft/storage.py": 2, "agent/raft/transport.py": 2,
     "agent/config": 2, "agent/decode": 2, "agent/servicedef.py": 2,
     "agent/encode.py": 2, "checks": 2, "dns/cache.py": 2,
     "agent/logs.py": 2, "agent/metrics.py": 2, "agent/sdnotify.py": 2,
-    "agent/raft/node.py": 3, "agent/raft/driver.py": 3, "agent/raft/cluster.py": 3,
+    "agent/raft/node.py": 3, "agent/raft/cluster.py": 3,
     "agent/local": 3, "agent/server.py": 3, "agent/discovery.py": 3,
     "agent/sessions_driver.py": 3,
     "agent/checks_adapter.py": 3, "agent/dns_adapter.py": 3, "checks/runner.py": 3,

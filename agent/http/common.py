@@ -139,6 +139,7 @@ async def blocking_read(request: web.Request, keys: Iterable[str],
     keys = tuple(keys)
     index, wait = parse_blocking(request)
     consistency = parse_consistency(request)
+    await request.app[CONTEXT].server.read_barrier(consistency)
     if request.query.get("filter"):
         compile_filter(request.query["filter"])  # a syntax error is a 400 now, not after the wait
     server = ctx.server
@@ -158,11 +159,19 @@ async def blocking_read(request: web.Request, keys: Iterable[str],
         answer_index, body = produce_bytes()
         entry = CachedRead(keys, answer_index, body, consistency, produce_bytes)
         ctx.responses.put(key, entry)
-    headers = {
-        "X-Consul-Index": str(max(1, entry.index)),
+    headers = read_headers(request, entry.index, consistency)
+    headers["X-Consul-Query-Backend"] = "blocking-query"
+    return web.Response(body=entry.body, headers=headers, content_type=JSON_TYPE)
+
+
+def read_headers(request: web.Request, index: int, consistency: str) -> dict[str, str]:
+    """The headers every read answers with (reference §7.4)."""
+    from agent.http.app import CONTEXT  # the app key lives with the app factory
+
+    server = request.app[CONTEXT].server
+    return {
+        "X-Consul-Index": str(max(1, index)),
         "X-Consul-KnownLeader": "true" if server.known_leader() else "false",
         "X-Consul-LastContact": str(server.last_contact_ms()),
         "X-Consul-Effective-Consistency": consistency,
-        "X-Consul-Query-Backend": "blocking-query",
     }
-    return web.Response(body=entry.body, headers=headers, content_type=JSON_TYPE)

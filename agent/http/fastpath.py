@@ -7,8 +7,9 @@ Contract:
   own `produce` (the key determines the answer, so any request with that key may reuse it).
 - `FastReadProtocol` owns each accepted connection first. A request it can answer without aiohttp
   — `GET` over HTTP/1.1, no body, no `Connection: close`, no `?consistent`, the key in the cache,
-  not a blocking wait (no `index`, or an `index` the data has already passed), this server the
-  leader — is answered straight from the cache with the same headers `blocking_read` sends.
+  not a blocking wait (no `index`, or an `index` the data has already passed), this server
+  allowed to read locally (single server, or leader with a fresh lease) — is answered straight
+  from the cache with the same headers `blocking_read` sends.
   Anything else hands the connection, with every byte not yet answered, to aiohttp's protocol for
   the rest of its life, so every other behaviour (errors, blocking waits, writes) stays aiohttp's.
 - Idle fast connections are closed after `IDLE_SECONDS`, like aiohttp's keep-alive timeout.
@@ -110,7 +111,7 @@ class FastReadServer:
 
     def __init__(self, cache: ReadCache, catalog: object, fallback: Callable[[], asyncio.Protocol]) -> None:
         self.cache = cache
-        self.catalog = catalog  # CatalogServer: store, known_leader(), last_contact_ms()
+        self.catalog = catalog  # CatalogServer: store, reads_locally()
         self.fallback = fallback
         self.connections: set[FastReadProtocol] = set()
         self.served = 0
@@ -195,8 +196,8 @@ class FastReadProtocol(asyncio.Protocol):
         if entry is None:
             return None
         catalog = self._owner.catalog
-        if not catalog.known_leader() or catalog.last_contact_ms():  # type: ignore[attr-defined]
-            return None
+        if not catalog.reads_locally():  # type: ignore[attr-defined]
+            return None  # a follower, or a leader without a fresh lease: the barrier path answers
         current = catalog.store.index_of(*entry.keys)  # type: ignore[attr-defined]
         if raw_index and (not raw_index.isdigit() or int(raw_index) >= current):
             return None  # a real wait (or a bad index): aiohttp's blocking path answers
@@ -206,7 +207,7 @@ class FastReadProtocol(asyncio.Protocol):
             except Exception:  # e.g. a filter type error: aiohttp renders the 400
                 return None
             entry.response = b""
-        return build_response(entry, True, 0)
+        return build_response(entry, True, 0)  # a local read here means leader, contact 0
 
     def _hand_off(self, pending: bytes) -> None:
         transport = self._transport

@@ -21,9 +21,8 @@ from agent.catalog.commands import KVOp, TxnCommand
 from agent.catalog.kvops import READ_VERBS, TxnResult, read_txn
 from agent.errors import BadRequest, PayloadTooLarge
 from agent.http.app import CONTEXT
-from agent.http.common import json_response, parse_consistency, read_json
+from agent.http.common import json_response, parse_consistency, read_headers, read_json
 from agent.http.kv import KV_MAX_VALUE_SIZE
-from agent.http.kvwait import read_headers
 
 MAX_TXN_OPS = 64
 UNSUPPORTED = ("Node", "Service", "Check")
@@ -85,6 +84,7 @@ async def txn(request: web.Request) -> web.Response:
     headers: dict[str, str] = {}
     if all(op.verb in READ_VERBS for op in kv_ops):
         consistency = parse_consistency(request)
+        await ctx.server.read_barrier(consistency)
         result = read_txn(ctx.server.fsm.kv, ctx.server.fsm.sessions, kv_ops)
         headers = read_headers(request, ctx.server.fsm.kv.table_index, consistency)
     else:

@@ -9,7 +9,8 @@ Contract:
   port and servers exchange HELLOs (id, address, expect, known servers) with every join address
   and known peer; once `expect` servers know each other the one with the lowest id bootstraps the
   initial membership. A restarted server keeps its log and membership and only relearns addresses
-  (from its joins, its peers and `raft/peers.json`). The leader adds servers it hears from that
+  (from its joins, its peers and `raft/addresses.json`; `raft/peers.json` is the
+  outage-recovery file, see `storage.recover_peers`). The leader adds servers it hears from that
   are not members as learners and promotes them once caught up (never ones removed here).
 - `propose(data)` returns the FSM's result. On a follower the write is forwarded to the leader
   over the transport (FORWARD → the leader appends it and answers (index, term) → the follower
@@ -38,11 +39,11 @@ import msgpack
 from agent.errors import NoLeader
 from agent.raft import codec
 from agent.raft.core import CoreConfig
-from agent.raft.driver import BASE_TICK_SECONDS, LeadershipLost, RaftNode, StateMachine
 from agent.raft.errors import NotLeader, ProposalDropped, RaftError
 from agent.raft.memstore import MemoryStorage
 from agent.raft.messages import MalformedMessage, Membership
-from agent.raft.storage import FileStorage
+from agent.raft.node import BASE_TICK_SECONDS, LeadershipLost, RaftNode, StateMachine
+from agent.raft.storage import FileStorage, recover_peers
 from agent.raft.transport import FORWARD, FORWARD_RESP, HELLO, OPERATOR, OPERATOR_RESP, RAFT, Transport
 
 HELLO_INTERVAL = 0.5      # seconds between HELLO rounds (and membership reconciliation)
@@ -79,11 +80,15 @@ class RaftCluster:
     def __init__(self, settings: ClusterSettings, fsm: StateMachine) -> None:
         self.settings = s = settings
         self.id = s.server_id
-        storage = FileStorage(s.data_dir / "raft") if s.data_dir is not None else MemoryStorage()
+        storage: FileStorage | MemoryStorage = MemoryStorage()
+        recovered: dict[str, str] = {}
+        if s.data_dir is not None:
+            storage = FileStorage(s.data_dir / "raft")
+            recovered = recover_peers(s.data_dir / "raft" / "peers.json", storage)
         self.node = RaftNode(s.server_id, fsm, storage, tick_seconds=BASE_TICK_SECONDS * s.raft_multiplier,
                              config=CoreConfig(), durable=s.data_dir is not None)
         self.transport: Transport | None = None
-        self._peers_file = s.data_dir / "raft" / "peers.json" if s.data_dir is not None else None
+        self._peers_file = s.data_dir / "raft" / "addresses.json" if s.data_dir is not None else None
         self._expect: dict[str, int] = {}
         self._removed: set[str] = set()
         self._forwards: dict[int, asyncio.Future[tuple[int, int, str]]] = {}
@@ -99,7 +104,7 @@ class RaftCluster:
         else:
             self.transport = Transport(s.server_id, s.address, self._on_frame, self._hello_body)
             self.node.send = self.transport.send
-            for sid, address in self._load_peers().items():
+            for sid, address in {**self._load_peers(), **recovered}.items():
                 self.transport.learn(sid, address)
         if self.node.leader_id():
             self._leader_known.set()

@@ -1,29 +1,61 @@
-"""A one-voter Raft driver: the log-and-apply path a cluster will use (layer 3).
+"""RaftNode: the asyncio driver of one `RaftCore` (layer 3).
 
-Contract: `propose(data)` appends an entry to the log, "commits" it (a single voter is its own
-majority), applies it to the FSM in log order and returns the FSM's result (or raises the FSM's
-error). With a `FileLog`, the entry is fsynced before it is applied or acknowledged, and
-`recover()` rebuilds the FSM from the last snapshot plus the log. Concurrent proposals are
-batched: every proposal waiting when the applier wakes shares one append and one fsync. Applies
-run synchronously in the event loop, so readers never see half a write. The Raft issue replaces
-this class with the replicated `RaftNode` behind the same interface (`propose`, `is_leader`,
-`leader_address`, `last_contact_ms`, `applied_index`). `on_commit(entries, seconds)`, when set,
-is called after each batch is durable and applied (metrics: apply count and commit time).
+Contract:
+- One coroutine (`run`) owns the core. Every input — ticks, received messages, proposals, read
+  requests, membership and transfer requests — is queued and handed to the core only between two
+  Ready cycles, so nothing touches the core between `ready()` and `advance()`. Inputs that arrive
+  while a Ready is being fsynced are batched into the next Ready (group commit: one fsync and one
+  AppendEntries per follower for all of them).
+- A Ready is handled in the order the core requires: persist (`storage.save` in
+  `asyncio.to_thread`, or inline for `MemoryStorage`; see `_persist` for the two exceptions:
+  commit-only hard states skip the fsync, a leader's appends leave before its own fsync) → send →
+  restore a received snapshot →
+  apply committed entries to the FSM → resolve read states → `advance`. After `snapshot_every`
+  applied entries the FSM is snapshotted and the log truncated.
+- `propose(data)` resolves with the FSM's result when the entry is applied here, or raises the
+  FSM's error; `NotLeader` when this server is not the leader; `LeadershipLost` when another
+  entry took its index. `register_waiter(index, term, cb)` lets a follower wait for the result of
+  an entry the leader appended on its behalf (forwarded writes): results of the last
+  `RESULT_HISTORY` entries are kept in case the entry was applied before the waiter arrived.
+- `read_index()` returns a linearizable read point once this server has applied it (`?consistent`);
+  `lease_ok()` says whether a default read may be served locally (leader with a fresh lease).
+- `drain_now()` runs inputs and Ready cycles synchronously (inline persistence): for a single
+  server's bootstrap writes before the event loop serves requests.
+- Timing: one tick is `tick_seconds` (the heartbeat interval); the core's election/lease ticks are
+  counted in ticks, so `raft_multiplier` scales them all by scaling the tick.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-from agent.raft.filelog import FileLog
-from agent.raft.log import Entry
+from agent.raft.core import CoreConfig, RaftCore, Ready, Role
+from agent.raft.errors import NotLeader, RaftError
+from agent.raft.messages import (
+    AppendEntries,
+    EntryKind,
+    Heartbeat,
+    InstallSnapshot,
+    LogEntry,
+    Membership,
+    Message,
+)
 
-SNAPSHOT_EVERY = 10_000  # entries between automatic snapshots (and log truncation)
+SNAPSHOT_EVERY = 10_000  # applied entries between automatic snapshots (and log truncation)
+RESULT_HISTORY = 4096    # apply results kept for forwarded writes that finish before their waiter
+BASE_TICK_SECONDS = 0.02  # × raft_multiplier (default 5 → 100 ms heartbeat, election 1–2 s)
 log = logging.getLogger("waypost.raft")
+
+
+class LeadershipLost(RaftError):
+    """The proposal's index was taken by another leader's entry: it was not applied."""
 
 
 class StateMachine(Protocol):
@@ -32,108 +64,371 @@ class StateMachine(Protocol):
     def restore(self, data: bytes) -> None: ...
 
 
-class SingleVoterRaft:
-    def __init__(self, fsm: StateMachine, address: str, storage: FileLog | None = None, *,
-                 term: int = 1, snapshot_every: int = SNAPSHOT_EVERY) -> None:
-        self._fsm = fsm
-        self._storage = storage
-        self._term = term
-        self._snapshot_every = snapshot_every
-        self._last_index = 0
-        self.address = address
-        self._pending: list[tuple[bytes, asyncio.Future[object]]] = []
-        self._wakeup = asyncio.Event()
+class RaftStorage(Protocol):
+    def initial_state(self) -> Any: ...
+    def snapshot(self) -> Any: ...
+    def save(self, hard_state: Any, entries: list[LogEntry], snapshot: Any) -> None: ...
+    def save_snapshot(self, snapshot: Any) -> None: ...
+
+
+Waiter = Callable[[object], None]
+
+
+class RaftNode:
+    def __init__(self, server_id: str, fsm: StateMachine, storage: RaftStorage, *,
+                 tick_seconds: float = BASE_TICK_SECONDS * 5, config: CoreConfig | None = None,
+                 send: Callable[[Message], None] | None = None, durable: bool = True,
+                 snapshot_every: int = SNAPSHOT_EVERY, rng: random.Random | None = None) -> None:
+        self.id = server_id
+        self.fsm = fsm
+        self.storage = storage
+        self.tick_seconds = tick_seconds
+        self.durable = durable  # False: MemoryStorage, saved inline without a thread
+        self.snapshot_every = snapshot_every
+        self._config = config or CoreConfig()
+        self._rng = rng or random.Random()
+        self.send: Callable[[Message], None] = send or (lambda m: None)
+        self.core = RaftCore(server_id, storage, self._rng, self._config)
+        snap = storage.snapshot()
+        if snap is not None:
+            fsm.restore(snap.data)
+        self._inbox: list[Callable[[], None]] = []
+        self._wake = asyncio.Event()
+        self._waiters: dict[int, list[tuple[int, Waiter]]] = {}
+        self._results: OrderedDict[int, tuple[int, object]] = OrderedDict()
+        self._read_waiters: dict[bytes, asyncio.Future[int]] = {}
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._read_seq = 0
+        self._last_contact = time.monotonic()
+        self._since_snapshot = 0
+        self._synced = storage.initial_state()[0]
         self.on_commit: Callable[[int, float], None] | None = None  # metrics hook
+        self.on_leader_change: Callable[[str], None] | None = None
 
-    # --- the interface the server uses ---
+    # --- state ---
+    def is_fresh(self) -> bool:
+        return self.core.log.last_index() == 0 and self.core.term == 0
+
+    def bootstrap(self, membership: Membership) -> None:
+        """Write the initial membership (a fresh server only) and campaign at once; a restarted
+        server that is its own majority campaigns at once too."""
+        if not self.is_fresh():
+            if self.core.membership.voters == (self.id,) and not self.is_leader():
+                self.core.campaign()
+                self._wake.set()
+            return
+        self.core = RaftCore(self.id, self.storage, self._rng, self._config, bootstrap=membership)
+        self.core.campaign()
+        self._wake.set()
+
+    def request_bootstrap(self, membership: Membership) -> None:
+        """`bootstrap` between two Ready cycles (the loop is running)."""
+        self._submit(lambda: self.bootstrap(membership))
+
     def is_leader(self) -> bool:
-        return True
+        return self.core.role is Role.LEADER
 
-    def leader_address(self) -> str:
-        return self.address
+    def leader_id(self) -> str:
+        return self.core.leader
+
+    def role(self) -> str:
+        return self.core.role.value
+
+    def term(self) -> int:
+        return self.core.term
 
     def last_contact_ms(self) -> int:
-        return 0
+        if self.is_leader():
+            return 0
+        return int((time.monotonic() - self._last_contact) * 1000)
 
     def applied_index(self) -> int:
-        return self._last_index
+        return self.core.applied
 
-    def recover(self) -> int:
-        """Rebuild the FSM from durable storage; returns the number of log entries replayed."""
-        if self._storage is None:
-            return 0
-        snapshot_index, snapshot, entries = self._storage.open()
-        if snapshot is not None:
-            self._fsm.restore(snapshot)
-        self._last_index = snapshot_index
-        for entry in entries:
-            self._apply(entry)
-        log.info("recovered catalog: snapshot at %d, %d log entries", snapshot_index, len(entries))
-        return len(entries)
+    def commit_index(self) -> int:
+        return self.core.committed
+
+    def last_index(self) -> int:
+        return self.core.log.last_index()
+
+    def membership(self) -> Membership:
+        return self.core.membership
+
+    def lease_ok(self) -> bool:
+        """A default read may be served here now: leader with a lease a quorum confirmed (read-only)."""
+        return self.core.lease_read_index() is not None
+
+    # --- inputs ---
+    def _submit(self, fn: Callable[[], None]) -> None:
+        self._inbox.append(fn)
+        self._wake.set()
+
+    def step(self, msg: Message) -> None:
+        if isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot) and msg.term >= self.core.term:
+            self._last_contact = time.monotonic()
+        self._submit(lambda: self.core.step(msg))
+
+    def call(self, fn: Callable[[RaftCore], object]) -> asyncio.Future[object]:
+        """Run `fn(core)` between Ready cycles (membership, transfer); its result or error."""
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+        def run() -> None:
+            try:
+                result = fn(self.core)
+            except Exception as exc:  # the core's refusals travel back to the caller
+                if not future.done():
+                    future.set_exception(exc)
+                return
+            if not future.done():
+                future.set_result(result)
+
+        self._submit(run)
+        return future
 
     async def propose(self, data: bytes) -> object:
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._pending.append((data, future))
-        self._wakeup.set()
+
+        def done(result: object) -> None:
+            if future.done():
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        def run() -> None:
+            try:
+                index = self.core.propose(data)
+            except RaftError as exc:
+                done(exc)
+                return
+            self.register_waiter(index, self.core.term, done)
+
+        self._submit(run)
         return await future
 
-    def apply_now(self, data: bytes) -> object:
-        """Append and apply one entry synchronously (bootstrap writes before the loop serves)."""
-        entries = self._next_entries([data])
-        if self._storage is not None:
-            self._storage.append(entries)
-        result = self._apply(entries[0])
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    async def run(self) -> None:
-        """Apply loop: drains every pending proposal per wake-up (one append, one fsync)."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            entries = self._next_entries([data for data, _ in batch])
-            started = time.perf_counter()
+    def propose_forwarded(self, data: bytes, reply: Callable[[int, int, str], None]) -> None:
+        """Leader side of a forwarded write: append it and `reply(index, term, leader_hint)`;
+        index 0 when this server cannot take it (the hint names the leader, if known)."""
+        def run() -> None:
             try:
-                if self._storage is not None:
-                    await asyncio.to_thread(self._storage.append, entries)
-            except OSError as exc:
-                self._last_index -= len(entries)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for entry, (_, future) in zip(entries, batch, strict=True):
-                result = self._apply(entry)
-                if future.done():
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-            if self.on_commit is not None:
-                self.on_commit(len(entries), time.perf_counter() - started)
-            await self._maybe_snapshot()
+                index = self.core.propose(data)
+            except RaftError:
+                reply(0, 0, self.core.leader)
+                return
+            reply(index, self.core.term, self.core.leader)
 
-    def _next_entries(self, payloads: list[bytes]) -> list[Entry]:
-        first = self._last_index + 1
-        self._last_index += len(payloads)
-        return [Entry(first + i, self._term, data) for i, data in enumerate(payloads)]
+        self._submit(run)
 
-    def _apply(self, entry: Entry) -> object:
-        self._last_index = max(self._last_index, entry.index)
+    def register_waiter(self, index: int, term: int, waiter: Waiter) -> None:
+        if index <= self.core.applied:
+            known = self._results.get(index)
+            if known is None:
+                waiter(LeadershipLost(f"entry {index} is no longer known here"))
+            elif known[0] != term:
+                waiter(LeadershipLost(f"entry {index} was replaced by a later leader"))
+            else:
+                waiter(known[1])
+            return
+        self._waiters.setdefault(index, []).append((term, waiter))
+
+    async def read_index(self) -> int:
+        """A linearizable read point, once applied here (raises NotLeader when none is known)."""
+        self._read_seq += 1
+        context = f"{self.id}/{self._read_seq}".encode()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._read_waiters[context] = future
+
+        def run() -> None:
+            try:
+                self.core.read_index(context)
+            except RaftError as exc:
+                self._read_waiters.pop(context, None)
+                if not future.done():
+                    future.set_exception(exc)
+
+        self._submit(run)
         try:
-            return self._fsm.apply(entry.index, entry.data)
-        except Exception as exc:  # the FSM's own error classes travel back to the proposer
-            return exc
+            index = await future
+        finally:
+            self._read_waiters.pop(context, None)
+        await self.wait_applied(index)
+        return index
+
+    async def wait_applied(self, index: int) -> None:
+        if self.core.applied >= index:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((index, future))
+        await future
+
+    # --- the loop ---
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._ticker(), name="raft-tick")
+            await self._loop()
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += self.tick_seconds
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if loop.time() - next_at > self.tick_seconds * 5:
+                next_at = loop.time()  # the loop stalled: do not burst ticks to catch up
+            self._submit(self.core_tick)
+
+    def core_tick(self) -> None:
+        self.core.tick()
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._inbox and not self.core.has_ready():
+                await self._wake.wait()
+            self._wake.clear()
+            self._run_inbox()
+            if self.core.has_ready():
+                rd = self.core.ready()
+                await self._persist(rd)
+                self._after_persist(rd)
+                await self._maybe_snapshot()
+
+    async def _persist(self, rd: Ready) -> None:
+        """fsync entries, snapshots and term/vote changes (in a thread); a commit-only change is
+        written without fsync. A leader's AppendEntries/heartbeats go out before its own fsync
+        (Raft thesis §10.2.1: its own match index only counts after `advance`); every other
+        message waits for the fsync."""
+        if not rd.must_sync:
+            return
+        hard = rd.hard_state
+        needs_fsync = bool(rd.entries or rd.snapshot) or (
+            hard is not None and (hard.term, hard.vote) != (self._synced.term, self._synced.vote))
+        if not self.durable or not needs_fsync:
+            if self.durable:
+                self.storage.save(hard, rd.entries, rd.snapshot, False)  # type: ignore[call-arg]
+            else:
+                self.storage.save(hard, rd.entries, rd.snapshot)
+        else:
+            if self.core.role is Role.LEADER:
+                early = [m for m in rd.messages if isinstance(m, AppendEntries | Heartbeat | InstallSnapshot)]
+                if early:
+                    rd.messages = [m for m in rd.messages if not isinstance(m, AppendEntries | Heartbeat
+                                                                            | InstallSnapshot)]
+                    for m in early:
+                        self.send(m)
+            await asyncio.to_thread(self.storage.save, hard, rd.entries, rd.snapshot)
+        if hard is not None:
+            self._synced = hard
+
+    def drain_now(self) -> None:
+        """Process queued inputs and Ready cycles synchronously (start-up, single server)."""
+        while True:
+            self._run_inbox()
+            if not self.core.has_ready():
+                return
+            rd = self.core.ready()
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+            self._after_persist(rd)
+
+    def apply_now(self, data: bytes) -> object:
+        """Propose and apply synchronously; only for a server that is its own majority."""
+        if not self.is_leader():
+            self.core.campaign()
+            self.drain_now()
+        results: list[object] = []
+        index = self.core.propose(data)
+        self.register_waiter(index, self.core.term, results.append)
+        self.drain_now()
+        if not results:
+            raise NotLeader(self.core.leader)
+        if isinstance(results[0], Exception):
+            raise results[0]
+        return results[0]
+
+    def _run_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        for fn in inbox:
+            try:
+                fn()
+            except RaftError as exc:
+                log.debug("raft input refused: %s", exc)
+
+    def _after_persist(self, rd: Ready) -> None:
+        started = time.perf_counter()
+        for m in rd.messages:
+            self.send(m)
+        if rd.snapshot is not None:
+            self.fsm.restore(rd.snapshot.data)
+            for index in [i for i in self._waiters if i <= rd.snapshot.index]:
+                for _, waiter in self._waiters.pop(index):
+                    waiter(LeadershipLost(f"entry {index} arrived inside a snapshot"))
+        for entry in rd.committed:
+            self._apply(entry)
+        for rs in rd.read_states:
+            future = self._read_waiters.get(rs.context)
+            if future is not None and not future.done():
+                future.set_result(rs.index)
+        self.core.advance(rd)
+        if rd.soft_state is not None:
+            log.info("raft: %s in term %d, leader %s", rd.soft_state.role.value, self.core.term,
+                     rd.soft_state.leader or "(none)")
+            if self.on_leader_change is not None:
+                self.on_leader_change(rd.soft_state.leader)
+            if rd.soft_state.role is not Role.LEADER:
+                self._fail_reads()
+        if rd.committed:
+            self._release_applied()
+            if self.on_commit is not None:
+                self.on_commit(len(rd.committed), time.perf_counter() - started)
+
+    def _apply(self, entry: LogEntry) -> None:
+        result: object = None
+        if entry.kind == EntryKind.COMMAND:
+            try:
+                result = self.fsm.apply(entry.index, entry.data)
+            except Exception as exc:  # the FSM's own error classes travel back to the proposer
+                result = exc
+            self._since_snapshot += 1
+        self._results[entry.index] = (entry.term, result)
+        if len(self._results) > RESULT_HISTORY:
+            self._results.popitem(last=False)
+        for term, waiter in self._waiters.pop(entry.index, ()):
+            if term == entry.term:
+                waiter(result)
+            else:
+                waiter(LeadershipLost(f"entry {entry.index} was replaced by a later leader"))
+
+    def _release_applied(self) -> None:
+        applied = self.core.applied
+        keep: list[tuple[int, asyncio.Future[None]]] = []
+        for index, future in self._applied_waiters:
+            if index <= applied:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                keep.append((index, future))
+        self._applied_waiters = keep
+
+    def _fail_reads(self) -> None:
+        for future in self._read_waiters.values():
+            if not future.done():
+                future.set_exception(NotLeader(self.core.leader))
 
     async def _maybe_snapshot(self) -> None:
-        storage = self._storage
-        if storage is None or storage.entries_since_snapshot < self._snapshot_every:
+        if self._since_snapshot < self.snapshot_every or not hasattr(self.storage, "save_snapshot"):
             return
-        data = self._fsm.snapshot()
-        await asyncio.to_thread(storage.save_snapshot, self._last_index, data)
-        log.info("snapshot written at index %d", self._last_index)
+        index = self.core.applied
+        snap = self.core.snapshot_at(index, self.fsm.snapshot())
+        self._since_snapshot = 0
+        if self.durable:
+            await asyncio.to_thread(self.storage.save_snapshot, snap)
+        else:
+            self.storage.save_snapshot(snap)
+        self._submit(lambda: self.core.compact(index))
+        log.info("snapshot written at index %d", index)
+
+    def close(self) -> None:
+        close = getattr(self.storage, "close", None)
+        if close is not None:
+            with contextlib.suppress(OSError):
+                close()

@@ -20,10 +20,16 @@ Contract:
   resetting the wal) are dropped.
 - `save_snapshot` writes the snapshot, then rewrites the wal with only the entries after it
   (log truncation); a crash between the two leaves a valid, merely longer, wal.
+- `recover_peers(path, storage)`: outage recovery as Consul's `raft/peers.json` — when quorum is
+  lost for good, the operator stops every remaining server, writes the same file
+  `[{"id": ..., "address": "host:port", "non_voter": false}, ...]` into each data dir's `raft/`
+  and starts them: a CONFIG entry with exactly those servers is appended to the log (it takes
+  effect at once), the file is renamed `peers.json.applied`, and the addresses are returned.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import struct
@@ -33,9 +39,11 @@ from pathlib import Path
 import msgpack
 
 from agent.raft.messages import (
+    EntryKind,
     HardState,
     LogEntry,
     MalformedMessage,
+    Membership,
     Snapshot,
     snapshot_from_record,
     snapshot_to_record,
@@ -240,3 +248,28 @@ class FileStorage:
         data = b"".join(encode_entry(e) for e in self.entries) + encode_hard(self.hard)
         _write_atomic(self.wal_path, data)
         self._file = open(self.wal_path, "ab")  # noqa: SIM115 - kept open for appends
+
+
+class PeersFileError(Exception):
+    """`raft/peers.json` exists but is not a list of {"id", "address"[, "non_voter"]} objects."""
+
+
+def recover_peers(path: Path, storage: FileStorage) -> dict[str, str]:
+    """Apply an outage-recovery `peers.json` (see the module contract); {} when there is none."""
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        servers = [(str(s["id"]), str(s["address"]), bool(s.get("non_voter", False))) for s in raw]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise PeersFileError(f"{path}: {exc}") from exc
+    if not servers or all(non_voter for _, _, non_voter in servers):
+        raise PeersFileError(f"{path}: at least one voter is required")
+    membership = Membership.of([i for i, _, nv in servers if not nv], [i for i, _, nv in servers if nv])
+    last = storage.last_index()
+    if last > 0:
+        term = storage.entries[-1].term if storage.entries else (storage.snap.term if storage.snap else 0)
+        storage.save(None, [LogEntry(last + 1, term, EntryKind.CONFIG, membership.encode())], None)
+        log.warning("recovered raft membership from %s: %s", path, ", ".join(membership.members()))
+    os.replace(path, path.with_name("peers.json.applied"))
+    return {i: address for i, address, _ in servers}

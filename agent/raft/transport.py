@@ -86,7 +86,8 @@ class _Peer:
                         chunks.append(self.queue.get_nowait())
                     writer.write(b"".join(chunks))
                     await writer.drain()
-            except (OSError, TimeoutError, ConnectionError) as exc:
+            except (OSError, TimeoutError, ConnectionError, RuntimeError) as exc:
+                # RuntimeError: uvloop's write on a transport the peer already closed
                 log.debug("raft connection to %s: %s", self.address, exc)
             finally:
                 self.connected = False

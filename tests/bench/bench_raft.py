@@ -51,7 +51,7 @@ def start_cluster(workdir: Path, ports: list[int], only: int | None = None) -> l
         joins = [x for j, p in enumerate(ports) if j != i for x in ("-retry-join", f"127.0.0.1:{p}")]
         agents.append(AgentProcess(workdir, "-server", "-bootstrap-expect", str(len(ports)), "-node", f"s{i}",
                                    "-data-dir", str(workdir / f"s{i}"), "-bind", "127.0.0.1",
-                                   "-server-port", str(port), "-log-level", "warn", *joins, dev=False).start())
+                                   "-server-port", str(port), *joins, dev=False).start())
     return agents
 
 
@@ -130,7 +130,7 @@ def main() -> None:
                 print(f"waypost 3 servers, {c:>2} connections: {rate:8.0f} writes/s  p50 {p50}  p99 {p99}")
             if args.failover:
                 times = failover(workdir, agents, ports, args.failover)
-                q = statistics.quantiles(times, n=100) if len(times) > 1 else times
+                q = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else times
                 print(f"failover (kill -9 leader → next acknowledged write), {len(times)} trials: "
                       f"median {statistics.median(times):.2f}s  p99 {q[-1]:.2f}s  max {max(times):.2f}s")
                 print("  trials: " + " ".join(f"{t:.2f}" for t in times))

@@ -5,6 +5,7 @@ write, and the restarted old leader catches up from its own data plus the new le
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -127,3 +128,72 @@ def operator_surface(agents: list[AgentProcess], ports: list[int]) -> None:
     assert register(agents[index], "after-removal") == 200
     config = agents[index].get("/v1/operator/raft/configuration").json()
     assert sorted(s["ID"] for s in config["Servers"]) == sorted(n for i, n in enumerate(NAMES) if i != victim)  # type: ignore[index]
+
+
+def test_a_fourth_server_joins_and_a_follower_is_removed_while_writes_run(tmp_path: Path) -> None:
+    ports = [free_port() for _ in range(4)]
+    agents = [AgentProcess(tmp_path, *server_args(tmp_path, i, ports[:3]), dev=False) for i in range(3)]
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def writer(agent: AgentProcess) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            if register(agent, f"w-{n}") == 200:
+                acked.append(f"w-{n}")
+
+    try:
+        for agent in agents:
+            agent.start()
+        leader = wait_leader(agents)
+        lead = [f"127.0.0.1:{p}" for p in ports].index(leader)
+        thread = threading.Thread(target=writer, args=(agents[lead],), daemon=True)
+        thread.start()
+        fourth = AgentProcess(tmp_path, "-server", "-data-dir", str(tmp_path / "s4"), "-node", "s4", "-bind",
+                              "127.0.0.1", "-server-port", str(ports[3]), "-retry-join", leader, dev=False).start()
+        agents.append(fourth)
+        agents[lead].wait_for(lambda: len(agents[lead].get("/v1/status/peers").json()) == 4,  # type: ignore[arg-type]
+                              what="the fourth server to become a voter")
+        victim = next(i for i in range(3) if i != lead)
+        reply = agents[lead].request("DELETE", f"/v1/operator/raft/peer?address=127.0.0.1:{ports[victim]}")
+        assert reply.status == 200, reply.text
+        agents[victim].stop(kill=True)
+        agents[lead].wait_for(lambda: len(agents[lead].get("/v1/status/peers").json()) == 3,  # type: ignore[arg-type]
+                              what="the removal")
+        agents[lead].wait_for(lambda: len(acked) >= 20, what="writes during the changes")
+        stop.set()
+        thread.join(timeout=30)
+        fourth.wait_for(lambda: set(acked) <= db_ids(fourth), what="all acknowledged writes on the new server")
+        assert register(fourth, "via-new-server") == 200
+        missing = agents[lead].request("DELETE", "/v1/operator/raft/peer?id=nope")
+        assert missing.status == 404
+    finally:
+        stop.set()
+        for agent in agents:
+            agent.stop(kill=True)
+
+
+def test_outage_recovery_with_peers_json(tmp_path: Path) -> None:
+    """Two of three servers are lost for good: the survivor restarts with raft/peers.json naming only
+    itself, becomes the leader and keeps every acknowledged write."""
+    ports = [free_port() for _ in NAMES]
+    agents = [AgentProcess(tmp_path, *server_args(tmp_path, i, ports), dev=False) for i in range(3)]
+    try:
+        for agent in agents:
+            agent.start()
+        wait_leader(agents)
+        assert register(agents[0], "before-outage") == 200
+        agents[0].wait_for(lambda: "before-outage" in db_ids(agents[0]), what="apply")
+        for agent in agents:
+            agent.stop(kill=True)
+        (tmp_path / "s1" / "raft" / "peers.json").write_text(
+            f'[{{"id": "s1", "address": "127.0.0.1:{ports[0]}"}}]')
+        agents[0] = AgentProcess(tmp_path, *server_args(tmp_path, 0, ports), dev=False).start()
+        assert wait_leader(agents[:1]) == f"127.0.0.1:{ports[0]}"
+        assert register(agents[0], "after-outage") == 200
+        assert {"before-outage", "after-outage"} <= db_ids(agents[0])
+        assert agents[0].get("/v1/status/peers").json() == [f"127.0.0.1:{ports[0]}"]
+    finally:
+        for agent in agents:
+            agent.stop(kill=True)

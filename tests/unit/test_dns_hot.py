@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 
+import pytest
 from dnslib import EDNS0, DNSRecord, EDNSOption
 
 from dns.cache import HotCache
@@ -139,3 +141,60 @@ async def test_identical_misses_share_one_lookup() -> None:
     replies = [DNSRecord.parse(r) for r in transport.sent]
     assert [r.header.id for r in replies] == [11, 12, 13] and lookup.calls == calls + 1
     assert all(addresses(r) == {"10.1.0.9"} for r in replies)
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["recvmmsg", "recvfrom"])
+async def test_socket_reader_drains_bursts_and_mixes_hits_with_misses(batched: bool) -> None:
+    server = DnsServer(DnsConfig(), sample_lookup(), rng=random.Random(5))
+    server.batched_io = batched
+    udp_port, _ = await server.start("127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    names = ["web.service.consul", "db.service.consul", "nope.service.consul"]
+
+    async def burst(first_id: int) -> None:
+        sent = {}
+        for i in range(150):  # more than one read batch, all sent before the loop runs
+            sent[first_id + i] = names[i % 3]
+            client.sendto(q(names[i % 3], qid=first_id + i), ("127.0.0.1", udp_port))
+        client.sendto(b"\x00", ("127.0.0.1", udp_port))  # too short: silence, not a crash
+        replies = {}
+        async with asyncio.timeout(10):
+            while len(replies) < len(sent):
+                reply = DNSRecord.parse(await loop.sock_recv(client, 4096))
+                replies[reply.header.id] = reply
+        assert all(str(r.q.qname).rstrip(".") == sent[i] for i, r in replies.items())
+        assert all(addresses(r) == {"10.0.0.1", "10.0.0.2"} for i, r in replies.items() if sent[i] == names[0])
+        assert all(r.header.rcode == 3 for i, r in replies.items() if sent[i] == names[2])
+
+    try:
+        await burst(1000)
+        hits = server.cache_hits
+        await burst(2000)  # now every query is a hot hit
+        assert server.queries["udp"] == 302 and server.cache_hits - hits >= 150
+    finally:
+        client.close()
+        await server.stop()
+
+
+async def test_socket_reader_over_ipv6() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    server = DnsServer(DnsConfig(), sample_lookup(), rng=random.Random(5))
+    try:
+        udp_port, _ = await server.start("::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    loop = asyncio.get_running_loop()
+    client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    try:
+        for qid in (1, 2, 3):  # a miss (answered by the slow path to the parsed sender), then hits
+            client.sendto(q("web.service.consul", qid=qid), ("::1", udp_port))
+            async with asyncio.timeout(10):
+                reply = DNSRecord.parse(await loop.sock_recv(client, 4096))
+            assert reply.header.id == qid and addresses(reply) == {"10.0.0.1", "10.0.0.2"}
+    finally:
+        client.close()
+        await server.stop()

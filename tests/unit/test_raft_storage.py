@@ -141,3 +141,24 @@ def test_corrupt_snapshot_refuses_to_start(tmp_path: Path) -> None:
     snap.write_bytes(snap.read_bytes()[:-1])
     with pytest.raises(StorageCorrupt):
         reopen(tmp_path)
+
+
+def test_peers_json_recovery_appends_the_new_membership(tmp_path: Path) -> None:
+    from agent.raft.core import RaftCore
+    from agent.raft.storage import PeersFileError, recover_peers
+
+    s = FileStorage(tmp_path)
+    s.save(HardState(3, "", 2), [LogEntry(1, 1, EntryKind.CONFIG, Membership.of("abc").encode()), *entries(2, 4, 3)],
+           None)
+    peers = tmp_path / "peers.json"
+    peers.write_text('[{"id": "a", "address": "10.0.0.1:8300"}, {"id": "d", "address": "10.0.0.4:8300",'
+                     ' "non_voter": true}]')
+    assert recover_peers(peers, s) == {"a": "10.0.0.1:8300", "d": "10.0.0.4:8300"}
+    assert not peers.exists() and (tmp_path / "peers.json.applied").exists()
+    s.close()
+    core = RaftCore("a", reopen(tmp_path), random.Random(1))
+    assert core.membership == Membership.of(["a"], ["d"])
+    assert recover_peers(peers, reopen(tmp_path)) == {}  # applied once only
+    peers.write_text('{"not": "a list"}')
+    with pytest.raises(PeersFileError):
+        recover_peers(peers, reopen(tmp_path))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.raft.driver import RaftNode
 from agent.raft.memstore import MemoryStorage
 from agent.raft.messages import Membership
+from agent.raft.node import RaftNode
 from agent.raft.storage import FileStorage
 
 
@@ -111,3 +111,79 @@ async def test_snapshot_truncation_and_restart(tmp_path: Path) -> None:
     assert node2.is_leader()
     assert again.data == {f"k{i}": i for i in range(120)}
     assert node2.apply_now(b"after=1") == 121
+
+
+async def test_three_nodes_replicate_read_index_and_forwarded_results(tmp_path: Path) -> None:
+    nodes: dict[str, RaftNode] = {}
+
+    def send(m) -> None:  # type: ignore[no-untyped-def]
+        asyncio.get_running_loop().call_soon(lambda: nodes[m.dst].step(m))
+
+    for name in "abc":
+        nodes[name] = RaftNode(name, DictFSM(), FileStorage(tmp_path / name), tick_seconds=0.01, send=send,
+                               snapshot_every=40)
+    nodes["a"].bootstrap(Membership.of("abc"))
+
+    async def scenario() -> None:
+        while not nodes["a"].is_leader():
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*(nodes["a"].propose(f"k{i}={i}".encode()) for i in range(100)))
+        index = await nodes["b"].read_index()  # a follower's linearizable read point
+        assert index >= 100 and nodes["b"].applied_index() >= index
+        assert nodes["b"].fsm.data["k99"] == 99  # type: ignore[attr-defined]
+        results: list[object] = []
+        done = asyncio.Event()
+        # a forwarded write: the leader appends, the follower waits for its own apply's result
+        nodes["a"].propose_forwarded(b"fwd=7", lambda i, t, _: nodes["c"].register_waiter(
+            i, t, lambda r: (results.append(r), done.set())))
+        await asyncio.wait_for(done.wait(), 5)
+        assert results == [101]
+
+    tasks = [asyncio.create_task(n.run()) for n in nodes.values()]
+    try:
+        await asyncio.wait_for(scenario(), 20)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_follower_far_behind_gets_a_snapshot_and_restarts_from_it(tmp_path: Path) -> None:
+    nodes: dict[str, RaftNode] = {}
+    cut: set[str] = set()
+
+    def send(m) -> None:  # type: ignore[no-untyped-def]
+        if m.dst not in cut and m.src not in cut:
+            asyncio.get_running_loop().call_soon(lambda: nodes[m.dst].step(m))
+
+    for name in "abc":
+        nodes[name] = RaftNode(name, DictFSM(), FileStorage(tmp_path / name), tick_seconds=0.01, send=send,
+                               snapshot_every=20)
+    nodes["a"].bootstrap(Membership.of("abc"))
+
+    async def scenario() -> None:
+        while not nodes["a"].is_leader():
+            await asyncio.sleep(0.01)
+        cut.add("c")
+        for i in range(60):  # a and b commit and compact past everything c has
+            await nodes["a"].propose(f"k{i}={i}".encode())
+        assert nodes["a"].core.log.snap_index > nodes["c"].last_index()
+        cut.clear()
+        while nodes["c"].applied_index() < nodes["a"].applied_index():
+            await asyncio.sleep(0.01)
+        assert nodes["c"].fsm.data == nodes["a"].fsm.data  # type: ignore[attr-defined]
+
+    tasks = [asyncio.create_task(n.run()) for n in nodes.values()]
+    try:
+        await asyncio.wait_for(scenario(), 20)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for node in nodes.values():
+            node.close()
+    snap = FileStorage(tmp_path / "c").snapshot()
+    assert snap is not None and snap.index > 0  # the received snapshot is durable
+    restarted = DictFSM()
+    RaftNode("c", restarted, FileStorage(tmp_path / "c"))
+    assert restarted.data and set(restarted.data) <= {f"k{i}" for i in range(60)}
