@@ -11,7 +11,7 @@ only when the service or node tables change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from agent.catalog.store import StateStore
 from agent.types import HealthCheck, Node, NodeService, aggregate_status
@@ -74,9 +74,11 @@ class Discovery:
 class DnsLookup:
     """`dns.lookup.Lookup` over the catalog: the same reads as `/v1/health/service`."""
 
-    def __init__(self, discovery: Discovery, datacenter: str) -> None:
+    def __init__(self, discovery: Discovery, datacenter: str,
+                 freshness: Callable[[], Awaitable[None]] | None = None) -> None:
         self._discovery = discovery
         self._datacenter = datacenter
+        self._freshness = freshness  # awaited before a lookup reads the store (allow_stale rules)
         self._service_names: tuple[int, dict[str, list[str]]] = (-1, {})
         self._node_names: tuple[int, dict[str, str]] = (-1, {})
 
@@ -104,6 +106,8 @@ class DnsLookup:
     async def service_endpoints(self, service: str, tag: str | None,
                                 datacenter: str | None) -> Sequence[ServiceEndpoint] | None:
         self._check_dc(datacenter)
+        if self._freshness is not None:
+            await self._freshness()
         spellings = self._spellings(service)
         if not spellings:
             return None
@@ -120,6 +124,8 @@ class DnsLookup:
 
     async def node(self, name: str, datacenter: str | None) -> NodeRecord | None:
         self._check_dc(datacenter)
+        if self._freshness is not None:
+            await self._freshness()
         spelling = self._node_spelling(name)
         if spelling is None:
             return None

@@ -14,7 +14,7 @@ Contract:
     times out exits 1, like Consul.
 - `instrument(agent)` connects the agent's `Metrics` to its parts: catalog sizes, local checks by
   status and runtime facts as scrape-time gauges, Raft apply count and commit time through
-  `SingleVoterRaft.on_commit`, leader state, and `instrument_dns(metrics, dns)` for DNS queries,
+  `RaftNode.on_commit`, leader state, and `instrument_dns(metrics, dns)` for DNS queries,
   cache hits and slow-path latency.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -86,6 +87,7 @@ async def serve(agent: Agent, banner: Callable[[Agent], str] | None = None) -> i
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     notifier.status("starting")
     await agent.start()
+    gc.freeze()  # what start-up built (modules, config, the recovered catalog) is never scanned again
     if banner is not None:
         print(banner(agent), flush=True)
     log.info("agent started: HTTP on %s:%d, DNS on %s:%d", agent.config.client_addr, agent.http_port,
