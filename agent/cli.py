@@ -19,6 +19,7 @@ from typing import TextIO
 
 from agent.cli_checks import cmd_checks_history
 from agent.cli_common import CommandExit, CommandFailed, Ctx
+from agent.cli_event import cmd_event
 from agent.cli_kv import KV
 from agent.cli_lock import LockLost, cmd_elect, cmd_lock
 from agent.cli_operator import RAFT
@@ -33,7 +34,10 @@ from agent.cli_query import (
     cmd_members,
     cmd_reload,
 )
+from agent.cli_queue import QUEUE
 from agent.cli_services import cmd_services_deregister, cmd_services_register, cmd_validate
+from agent.cli_snapshot import SNAPSHOT
+from agent.cli_watch import cmd_watch
 from agent.version import VERSION
 
 Command = Callable[[list[str], Ctx], int]
@@ -105,6 +109,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "catalog": ("Interact with the catalog", _group("catalog", "Interact with the catalog.", CATALOG)),
     "checks": ("Interact with health checks", _group("checks", "Interact with health checks.", CHECKS)),
     "elect": ("Campaign for leadership on a key prefix", cmd_elect),
+    "event": ("Fire a new event", cmd_event),
     "info": ("Provides debugging information for operators", cmd_info),
     "join": ("Tell the agent to join a cluster", cmd_join),
     "kv": ("Interact with the key-value store", _group("kv", "Interact with the key-value store.", KV)),
@@ -114,10 +119,14 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "monitor": ("Stream logs from a waypost agent", cmd_monitor),
     "operator": ("Provides cluster-level tools for operators", _group("operator", "Provides cluster-level tools.", {
         "raft": ("Provides cluster-level tools for Raft", _group("operator raft", "Raft peer tools.", RAFT))})),
+    "queue": ("Push to and pop from a distributed queue on KV", _group("queue", "A FIFO queue on KV.", QUEUE)),
     "reload": ("Triggers the agent to reload configuration files", cmd_reload),
     "services": ("Interact with services", _group("services", "Interact with services.", SERVICES)),
+    "snapshot": ("Saves, restores and inspects snapshots of the servers' state",
+                 _group("snapshot", "Saves, restores and inspects snapshots.", SNAPSHOT)),
     "validate": ("Validate config and service definition files", cmd_validate),
     "version": ("Prints the waypost version", cmd_version),
+    "watch": ("Watch for changes", cmd_watch),
 }
 
 

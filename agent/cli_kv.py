@@ -10,6 +10,10 @@ Contract:
   acquire is `Error! Did not write to KEY: ...`, exit 1.
 - `kv delete KEY` (`-recurse`, `-cas -modify-index N`) prints `Success! Deleted key: KEY`
   (`Success! Deleted keys with prefix: PREFIX` for -recurse).
+- `kv export [PREFIX]` prints a JSON array of `{"key", "flags", "value" (base64)}` (Consul's
+  format); `kv import [-prefix P] [FILE|@FILE|-|JSON]` writes such an array (keys prefixed by P)
+  through `/v1/txn` in chunks of at most `IMPORT_CHUNK_OPS` ops / `IMPORT_CHUNK_BYTES` of values,
+  printing `Imported: KEY` per key; a bad file is an error before anything is written.
 - `raw_request(client, method, path, params, body)` is the byte-level request the KV commands
   (and `waypost lock`) share: it returns (status, headers, body) and raises `AgentError` for
   transport problems and non-404 error statuses.
@@ -29,6 +33,9 @@ from pathlib import Path
 from agent.cli_common import CommandFailed, Ctx, add_http_flags, make_client, parse_flags
 from agent.cli_flags import FlagSet
 from agent.cli_http import AgentClient, AgentError, AgentHTTPError, AgentUnreachable
+
+IMPORT_CHUNK_OPS = 64  # Consul's txn limit
+IMPORT_CHUNK_BYTES = 512 * 1024  # base64 value bytes per txn: stays under the 1 MiB body limit
 
 
 def raw_request(client: AgentClient, method: str, path: str, params: list[tuple[str, str]] = (),  # type: ignore[assignment]
@@ -196,8 +203,96 @@ def cmd_kv_delete(argv: list[str], ctx: Ctx) -> int:
     return 0
 
 
+def cmd_kv_export(argv: list[str], ctx: Ctx) -> int:
+    fs = FlagSet("kv export", "Usage: waypost kv export [options] [PREFIX]\n\n"
+                 "  Exports the keys under PREFIX (all keys by default) as a JSON array.")
+    add_http_flags(fs)
+    values, args = parse_flags(fs, argv)
+    prefix = _key(args, allow_empty=True)
+    try:
+        status, _, body = raw_request(make_client(values, ctx), "GET", f"/v1/kv/{prefix}", [("recurse", "")])
+    except AgentError as err:
+        raise CommandFailed(f"Error querying KV: {err}") from None
+    entries = json.loads(body) if status == 200 else []
+    out = [{"key": e["Key"], "flags": e.get("Flags", 0), "value": e.get("Value") or ""} for e in entries]
+    ctx.out(json.dumps(out, indent=2))
+    return 0
+
+
+def _import_source(arg: str) -> bytes:
+    if arg == "-":
+        return sys.stdin.buffer.read()
+    path = arg[1:] if arg.startswith("@") else arg
+    if arg.startswith("@") or Path(path).is_file():
+        try:
+            return Path(path).read_bytes()
+        except OSError as err:
+            raise CommandFailed(f"Error! Failed to read file {path}: {err.strerror}") from None
+    return arg.encode()  # literal JSON data, as Consul accepts
+
+
+def parse_export(data: bytes, prefix: str = "") -> list[tuple[str, int, str]]:
+    """`(key, flags, base64 value)` rows of an export document; raises `CommandFailed` if bad."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CommandFailed(f"Error! Cannot unmarshal data: {err}") from None
+    if not isinstance(doc, list):
+        raise CommandFailed("Error! Cannot unmarshal data: expected a JSON array of entries")
+    rows: list[tuple[str, int, str]] = []
+    for item in doc:
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+            raise CommandFailed(f"Error! Invalid entry (needs a string \"key\"): {item!r}")
+        flags, value = item.get("flags", 0), item.get("value") or ""
+        if not isinstance(flags, int) or isinstance(flags, bool) or flags < 0 or not isinstance(value, str):
+            raise CommandFailed(f"Error! Invalid flags or value for key {item['key']!r}")
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise CommandFailed(f"Error! Cannot base 64 decode value of key {item['key']!r}") from None
+        rows.append((prefix + item["key"], flags, value))
+    return rows
+
+
+def import_chunks(rows: list[tuple[str, int, str]]) -> list[list[tuple[str, int, str]]]:
+    """Rows grouped into txns of ≤ `IMPORT_CHUNK_OPS` ops and ≈ `IMPORT_CHUNK_BYTES` of values."""
+    chunks: list[list[tuple[str, int, str]]] = []
+    size = 0
+    for row in rows:
+        if not chunks or len(chunks[-1]) >= IMPORT_CHUNK_OPS or (size + len(row[2]) > IMPORT_CHUNK_BYTES
+                                                                 and chunks[-1]):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += len(row[2])
+    return chunks
+
+
+def cmd_kv_import(argv: list[str], ctx: Ctx) -> int:
+    fs = FlagSet("kv import", "Usage: waypost kv import [options] [FILE|@FILE|-|DATA]\n\n"
+                 "  Imports a JSON array made by `waypost kv export` (stdin when no argument).")
+    add_http_flags(fs)
+    fs.string("prefix", "Key prefix prepended to every imported key.")
+    values, args = parse_flags(fs, argv)
+    if len(args) > 1:
+        raise CommandFailed(f"Too many arguments (expected 1, got {len(args)})")
+    rows = parse_export(_import_source(args[0] if args else "-"), str(values["prefix"] or ""))
+    client = make_client(values, ctx)
+    for chunk in import_chunks(rows):
+        ops = [{"KV": {"Verb": "set", "Key": key, "Flags": flags, "Value": value}} for key, flags, value in chunk]
+        try:
+            raw_request(client, "PUT", "/v1/txn", body=json.dumps(ops).encode())
+        except AgentError as err:
+            raise CommandFailed(f"Error! Failed to write {chunk[0][0]}: {err}") from None
+        for key, _, _ in chunk:
+            ctx.out(f"Imported: {key}")
+    return 0
+
+
 KV = {
     "get": ("Retrieve or list data", cmd_kv_get),
     "put": ("Sets or updates data", cmd_kv_put),
     "delete": ("Removes data", cmd_kv_delete),
+    "export": ("Exports a tree from the KV store as JSON", cmd_kv_export),
+    "import": ("Imports a tree stored as JSON to the KV store", cmd_kv_import),
 }

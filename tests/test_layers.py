@@ -16,7 +16,7 @@ LAYERS = {
     "agent/raft/messages.py": 0, "agent/raft/errors.py": 0,
     "agent/raft/core.py": 1, "agent/raft/leader.py": 1, "agent/raft/raftlog.py": 1, "agent/raft/progress.py": 1,
     "agent/raft/readonly.py": 1, "agent/raft/memstore.py": 1, "agent/raft/codec.py": 2,
-    "agent/catalog/commands.py": 0, "checks/definition.py": 0, "checks/errors.py": 0,
+    "agent/catalog/commands.py": 0, "agent/events.py": 1, "checks/definition.py": 0, "checks/errors.py": 0,
     "checks/result.py": 0, "dns/query.py": 0, "dns/lookup.py": 0, "dns/config.py": 0, "dns/wire.py": 0,
     "agent/catalog": 1, "agent/local/state.py": 1, "agent/filter": 1, "dns/answer": 1,
     "checks/thresholds.py": 1, "checks/ttl.py": 1,

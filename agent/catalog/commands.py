@@ -3,9 +3,10 @@
 Contract: every catalog change is one of these dataclasses. `encode(cmd) -> bytes` and
 `decode(bytes) -> cmd` are the Raft log format (msgpack, a tagged record); `decode` raises
 `CommandError` for bytes that are not a command. Commands never carry config or clocks.
-KV, session and transaction commands (`KVCommand`, `TxnCommand`, `SessionCreateCommand`,
+KV, session and transaction commands (`KVCommand`, `TxnCommand` of `KVOp`/`CatalogOp`, `SessionCreateCommand`,
 `SessionDestroyCommand`, `TombstoneReapCommand`) carry plain data; the session id is chosen by
-the proposer, never by the FSM.
+the proposer, never by the FSM. `RestoreCommand` carries a whole FSM snapshot (operator restore):
+every server replaces its tables with it at the same log index.
 """
 
 from __future__ import annotations
@@ -62,6 +63,21 @@ class KVOp:
 
 
 @dataclass(slots=True)
+class CatalogOp:
+    """One Node, Service or Check verb inside a transaction (set, cas, get, delete, delete-cas).
+
+    `kind` is "Node", "Service" or "Check"; `node` the node name the op concerns; `row` the
+    decoded Node / NodeService / HealthCheck (for get and delete only its names matter); `index`
+    the ModifyIndex a cas / delete-cas compares with."""
+
+    kind: str
+    verb: str
+    node: str
+    row: Node | NodeService | HealthCheck
+    index: int = 0
+
+
+@dataclass(slots=True)
 class KVCommand:
     """One KV write (`PUT`/`DELETE /v1/kv/:key`); the FSM result is True/False."""
 
@@ -70,9 +86,9 @@ class KVCommand:
 
 @dataclass(slots=True)
 class TxnCommand:
-    """An atomic list of KV ops (`PUT /v1/txn`); the FSM result is a `TxnResult`."""
+    """An atomic list of KV and catalog ops (`PUT /v1/txn`); the FSM result is a `TxnResult`."""
 
-    ops: list[KVOp]
+    ops: list[KVOp | CatalogOp]
 
 
 @dataclass(slots=True)
@@ -101,8 +117,15 @@ class TombstoneReapCommand:
     up_to: int
 
 
+@dataclass(slots=True)
+class RestoreCommand:
+    """Replace catalog, KV and sessions with an FSM snapshot (`PUT /v1/snapshot`), atomically."""
+
+    snapshot: bytes
+
+
 Command = (RegisterCommand | DeregisterCommand | NoopCommand | KVCommand | TxnCommand
-           | SessionCreateCommand | SessionDestroyCommand | TombstoneReapCommand)
+           | SessionCreateCommand | SessionDestroyCommand | TombstoneReapCommand | RestoreCommand)
 
 _KV_FIELDS = ("verb", "key", "value", "flags", "index", "session", "fence")
 
@@ -114,6 +137,24 @@ def _op_record(op: KVOp) -> list:
 def _op_from(record: list) -> KVOp:
     verb, key, value, flags, index, session, fence = record
     return KVOp(str(verb), str(key), bytes(value), int(flags), int(index), str(session), str(fence))
+
+
+_ROW_TYPES: dict[str, type[Node] | type[NodeService] | type[HealthCheck]] = {
+    "Node": Node, "Service": NodeService, "Check": HealthCheck}
+
+
+def _txn_op_record(op: KVOp | CatalogOp) -> list | dict:
+    if isinstance(op, KVOp):
+        return _op_record(op)
+    return {"kind": op.kind, "verb": op.verb, "node": op.node, "row": op.row.to_record(), "index": op.index}
+
+
+def _txn_op_from(record: list | dict) -> KVOp | CatalogOp:
+    if isinstance(record, list):
+        return _op_from(record)
+    kind = str(record["kind"])
+    row = _ROW_TYPES[kind].from_record(record["row"])
+    return CatalogOp(kind, str(record["verb"]), str(record["node"]), row, int(record["index"]))
 
 
 def encode(command: Command) -> bytes:
@@ -133,7 +174,7 @@ def encode(command: Command) -> bytes:
     elif isinstance(command, KVCommand):
         record = {"t": "kv", "op": _op_record(command.op)}
     elif isinstance(command, TxnCommand):
-        record = {"t": "txn", "ops": [_op_record(op) for op in command.ops]}
+        record = {"t": "txn", "ops": [_txn_op_record(op) for op in command.ops]}
     elif isinstance(command, SessionCreateCommand):
         record = {"t": "session-create", "id": command.id, "node": command.node, "name": command.name,
                   "lock_delay_ns": command.lock_delay_ns, "behavior": command.behavior,
@@ -143,6 +184,8 @@ def encode(command: Command) -> bytes:
         record = {"t": "session-destroy", "id": command.id}
     elif isinstance(command, TombstoneReapCommand):
         record = {"t": "tombstone-reap", "up_to": command.up_to}
+    elif isinstance(command, RestoreCommand):
+        record = {"t": "restore", "snapshot": command.snapshot}
     else:  # pragma: no cover - the type checker forbids this
         raise CommandError(f"not a command: {command!r}")
     return msgpack.packb(record, use_bin_type=True)
@@ -167,7 +210,7 @@ def decode(data: bytes) -> Command:
         if kind == "kv":
             return KVCommand(_op_from(record["op"]))
         if kind == "txn":
-            return TxnCommand([_op_from(r) for r in record["ops"]])
+            return TxnCommand([_txn_op_from(r) for r in record["ops"]])
         if kind == "session-create":
             return SessionCreateCommand(
                 id=record["id"], node=record["node"], name=record["name"],
@@ -178,6 +221,8 @@ def decode(data: bytes) -> Command:
             return SessionDestroyCommand(record["id"])
         if kind == "tombstone-reap":
             return TombstoneReapCommand(int(record["up_to"]))
+        if kind == "restore":
+            return RestoreCommand(bytes(record["snapshot"]))
     except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
         raise CommandError(f"undecodable command: {exc}") from exc
     raise CommandError(f"unknown command type {kind!r}")

@@ -10,6 +10,7 @@ Contract:
   command) / `CommandError` (undecodable bytes); either way the tables are unchanged by a failed
   entry, but `store.last_index` still advances to `index` (the entry was applied, with an error
   result), as does a `NoopCommand`.
+- A `TxnCommand` (KV and catalog ops) applies all or nothing through `txnops.apply_txn`.
 - After every catalog write the sessions of the touched node are checked: a session whose node is
   gone or whose linked check is missing or critical is invalidated in the same entry. Keys released
   by an invalidation are reported to `on_lock_delay(key, delay_ns)` (the driver enforces lock-delay
@@ -17,6 +18,11 @@ Contract:
 - `snapshot() -> bytes` (msgpack of `StateStore.snapshot()` plus "kv" and "sessions"); `restore(data)`
   replaces the tables and raises `SnapshotError` for bytes that are not a snapshot (the old tables
   are kept then); on success every watcher of the old tables fires with the restored last_index.
+- A `RestoreCommand` applied at log index N restores its snapshot rebased to N: last_index, every
+  watch-key and table index (the old tables' keys included) become N and the change histories
+  start at N, so indexes never go back and a watcher older than N gets "history gone", never a
+  silent gap. Row Create/Modify indexes are kept as in the snapshot. A bad snapshot is a
+  `SnapshotError` result and changes nothing.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from collections.abc import Callable
 
 import msgpack
 
-from agent.catalog import kvops
+from agent.catalog import kvops, txnops
 from agent.catalog.commands import (
     DeregisterCommand,
     KVCommand,
     NoopCommand,
     RegisterCommand,
+    RestoreCommand,
     SessionCreateCommand,
     SessionDestroyCommand,
     TombstoneReapCommand,
@@ -66,13 +73,18 @@ class CatalogFSM:
             elif isinstance(command, KVCommand):
                 return kvops.apply_kv(index, self.kv, self.sessions, command.op)
             elif isinstance(command, TxnCommand):
-                return kvops.apply_txn(index, self.kv, self.sessions, command.ops)
+                result, touched = txnops.apply_txn(index, self.store, self.kv, self.sessions, command.ops)
+                for node in sorted(touched):
+                    self._check_sessions(index, node)
+                return result
             elif isinstance(command, SessionCreateCommand):
                 return kvops.create_session(index, self.store, self.sessions, command)
             elif isinstance(command, SessionDestroyCommand):
                 self._delayed(kvops.invalidate(index, self.kv, self.sessions, command.id))
             elif isinstance(command, TombstoneReapCommand):
                 return self.kv.reap(command.up_to)
+            elif isinstance(command, RestoreCommand):
+                self.restore(command.snapshot, at_index=index)
             elif isinstance(command, NoopCommand):
                 pass
         finally:
@@ -94,11 +106,13 @@ class CatalogFSM:
         record["sessions"] = self.sessions.snapshot()
         return msgpack.packb(record, use_bin_type=True)
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: bytes, at_index: int = 0) -> None:
         try:
             record = msgpack.unpackb(data, raw=False, strict_map_key=False)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise SnapshotError(f"undecodable catalog snapshot: {exc}") from exc
+        if at_index > 0:
+            self._rebase(record, at_index)
         store = StateStore.restore(record)
         try:
             kv = KVStore.restore(record.get("kv"), store.last_index)
@@ -109,3 +123,18 @@ class CatalogFSM:
         self.store, self.kv, self.sessions = store, kv, sessions
         for table in old:  # blocked readers wake and re-read from the new tables
             table.abandon(store.last_index)
+
+    def _rebase(self, record: object, index: int) -> None:
+        """Make a snapshot record restore as of log index `index` (see the contract)."""
+        if not isinstance(record, dict) or not isinstance(record.get("indexes"), dict):
+            return  # not a snapshot: StateStore.restore says so
+        try:
+            index = max(index, int(record.get("last_index", 0)))
+        except (TypeError, ValueError) as exc:
+            raise SnapshotError(f"corrupt catalog snapshot: {exc}") from exc
+        keys = set(record["indexes"]) | set(self.store.snapshot()["indexes"])
+        record["last_index"] = index
+        record["indexes"] = {key: index for key in keys}
+        for table in ("kv", "sessions"):
+            if isinstance(record.get(table), dict):
+                record[table]["table_index"] = index

@@ -3,6 +3,8 @@
 Contract (reference §4, §5):
 - `apply_kv(index, kv, sessions, op) -> bool`: one KV write; False when its condition fails
   (cas, lock held, unlock by a non-holder, a stale fencing token), nothing changed then.
+- `run_op(index, kv, sessions, op)`: stage one op (raises one of `OP_ERRORS`); `txnops` builds
+  transactions mixing KV and catalog verbs on it.
 - `apply_txn(index, kv, sessions, ops) -> TxnResult`: all ops or none; every failing op is
   reported as `(op index, what)` with Consul's wording, and any failure rolls everything back.
   `read_txn(kv, sessions, ops)` runs read-only ops against the current state (nothing staged).
@@ -62,15 +64,28 @@ class Catalog(Protocol):
     def check(self, node: str, check_id: str) -> HealthCheck | None: ...
 
 
+TxnRow = KVEntry | Node | NodeService | HealthCheck
+
+
+def _result_api(row: TxnRow, with_value: bool) -> dict[str, object]:
+    if isinstance(row, KVEntry):
+        return {"KV": row.to_api(with_value)}
+    if isinstance(row, Node):
+        return {"Node": row.to_api()}
+    if isinstance(row, NodeService):
+        return {"Service": row.to_api()}
+    return {"Check": row.to_api()}
+
+
 @dataclass(slots=True)
 class TxnResult:
-    results: list[tuple[KVEntry, bool]] = field(default_factory=list)  # (entry, with value)
+    results: list[tuple[TxnRow, bool]] = field(default_factory=list)  # (row, with KV value)
     errors: list[tuple[int, str]] = field(default_factory=list)
 
     def to_api(self) -> dict[str, object]:
         if self.errors:
             return {"Results": None, "Errors": [{"OpIndex": i, "What": w} for i, w in self.errors]}
-        return {"Results": [{"KV": e.to_api(v)} for e, v in self.results], "Errors": None}
+        return {"Results": [_result_api(r, v) for r, v in self.results], "Errors": None}
 
 
 def fence_token(entry: KVEntry) -> str:
@@ -173,6 +188,11 @@ def _run(index: int, kv: KVStore, sessions: SessionTable, op: KVOp) -> list[tupl
     return [(current, verb == "get")]
 
 
+def run_op(index: int, kv: KVStore, sessions: SessionTable, op: KVOp) -> list[tuple[KVEntry, bool]]:
+    """Stage (or evaluate) one op without committing; raises one of `OP_ERRORS` when it fails."""
+    return _run(index, kv, sessions, op)
+
+
 def apply_kv(index: int, kv: KVStore, sessions: SessionTable, op: KVOp) -> bool:
     try:
         _run(index, kv, sessions, op)
@@ -186,12 +206,15 @@ def apply_kv(index: int, kv: KVStore, sessions: SessionTable, op: KVOp) -> bool:
     return True
 
 
+OP_ERRORS = (_Failed, InvalidSession, KVOpError)
+
+
 def _run_all(index: int, kv: KVStore, sessions: SessionTable, ops: list[KVOp]) -> TxnResult:
     out = TxnResult()
     for position, op in enumerate(ops):
         try:
             out.results.extend(_run(index, kv, sessions, op))
-        except (_Failed, InvalidSession, KVOpError) as exc:
+        except OP_ERRORS as exc:
             out.errors.append((position, str(exc)))
     return out
 

@@ -367,6 +367,11 @@ class StateStore:
     def watchers(self) -> Watchers:
         return self._watchers
 
+    @property
+    def history_floor(self) -> int:
+        """The oldest index `changes_since` can still answer from."""
+        return self._log.floor
+
     def changes_since(self, index: int) -> list[Change] | None:
         """Changes with an index above `index`, oldest first; None if the history no longer reaches."""
         return self._log.since(index)

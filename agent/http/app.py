@@ -18,6 +18,7 @@ from aiohttp import web
 
 from agent.discovery import Discovery
 from agent.errors import BadRequest, NoLeader, NotFound, PayloadTooLarge, ProblemsError
+from agent.events import EventRing
 from agent.http.common import text_response
 from agent.http.fastpath import ReadCache
 from agent.local.manager import LocalAgent
@@ -42,6 +43,7 @@ class HttpContext:
     members: Callable[[], list[dict]]
     responses: ReadCache = field(default_factory=ReadCache)
     sessions: SessionDriver | None = None  # session TTL timers and lock-delay (KV/session routes)
+    events: EventRing = field(default_factory=EventRing)  # user events this agent received
 
 
 CONTEXT = web.AppKey("context", HttpContext)
@@ -91,12 +93,12 @@ async def root(request: web.Request) -> web.Response:
 
 
 def build_app(ctx: HttpContext, *, max_body_bytes: int) -> web.Application:
-    from agent.http import agent_api, catalog, health, kv, operator, ops, session, status, txn, watch
+    from agent.http import agent_api, catalog, event, health, kv, operator, ops, session, snapshot, status, txn, watch
 
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     app[CONTEXT] = ctx
     app[MAX_BODY] = max_body_bytes
     app.router.add_get("/", root)
-    for module in (agent_api, catalog, health, ops, status, kv, session, txn, watch, operator):
+    for module in (agent_api, catalog, health, ops, status, kv, session, txn, watch, operator, event, snapshot):
         module.register_routes(app.router)
     return app

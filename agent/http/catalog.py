@@ -50,10 +50,11 @@ async def datacenters(request: web.Request) -> web.Response:
 
 async def nodes(request: web.Request) -> web.Response:
     _check_dc(request)
-    store = request.app[CONTEXT].server.store
+    server = request.app[CONTEXT].server
     meta = node_meta_param(request)
 
     def produce() -> tuple[int, object]:
+        store = server.store  # per answer: a snapshot restore swaps the store
         index, rows = store.nodes()
         items = [n.to_api() for n in rows if all(n.meta.get(k) == v for k, v in meta.items())]
         return index, apply_filter(request, items)
@@ -100,10 +101,11 @@ async def service(request: web.Request) -> web.Response:
 
 async def node(request: web.Request) -> web.Response:
     _check_dc(request)
-    store = request.app[CONTEXT].server.store
+    server = request.app[CONTEXT].server
     name = request.match_info["name"]
 
     def produce() -> tuple[int, object]:
+        store = server.store  # per answer: a snapshot restore swaps the store
         index, found, rows = store.node(name)
         if found is None:
             return index, None
@@ -115,12 +117,13 @@ async def node(request: web.Request) -> web.Response:
 
 async def node_services(request: web.Request) -> web.Response:
     _check_dc(request)
-    store = request.app[CONTEXT].server.store
+    server = request.app[CONTEXT].server
     name = request.match_info.get("name", "")
     if not name:
         raise BadRequest("Missing node name")
 
     def produce() -> tuple[int, object]:
+        store = server.store  # per answer: a snapshot restore swaps the store
         index, found, rows = store.node(name)
         if found is None:
             return index, {"Node": None, "Services": None}

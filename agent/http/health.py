@@ -40,10 +40,11 @@ async def service(request: web.Request) -> web.Response:
 
 async def node(request: web.Request) -> web.Response:
     _check_dc(request)
-    store = request.app[CONTEXT].server.store
+    server = request.app[CONTEXT].server
     name = request.match_info["name"]
 
     def produce() -> tuple[int, object]:
+        store = server.store  # per answer: a snapshot restore swaps the store
         index, rows = store.node_checks(name)
         return index, apply_filter(request, [c.to_api() for c in rows])
 
@@ -52,11 +53,12 @@ async def node(request: web.Request) -> web.Response:
 
 async def checks(request: web.Request) -> web.Response:
     _check_dc(request)
-    store = request.app[CONTEXT].server.store
+    server = request.app[CONTEXT].server
     name = request.match_info["name"]
     meta = node_meta_param(request)
 
     def produce() -> tuple[int, object]:
+        store = server.store  # per answer: a snapshot restore swaps the store
         index, rows = store.service_checks(name)
         if meta:
             nodes = {n.node: n for n in store.nodes()[1]}
@@ -69,12 +71,13 @@ async def checks(request: web.Request) -> web.Response:
 
 async def state(request: web.Request) -> web.Response:
     _check_dc(request)
-    store = request.app[CONTEXT].server.store
+    server = request.app[CONTEXT].server
     wanted = request.match_info["state"]
     if wanted not in STATES:
         raise BadRequest(f'Invalid state "{wanted}": must be one of any, passing, warning, critical')
 
     def produce() -> tuple[int, object]:
+        store = server.store  # per answer: a snapshot restore swaps the store
         index, rows = store.checks_in_state(wanted)
         return index, apply_filter(request, [c.to_api() for c in rows])
 

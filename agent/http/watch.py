@@ -10,6 +10,11 @@ Contract:
   fresh read). A stream that falls behind the history mid-way ends with an `error` event.
 - Idle streams get a heartbeat every `HEARTBEAT_SECONDS` (an empty line / an SSE comment); a
   stream whose client disconnected ends within `DISCONNECT_CHECK_SECONDS`.
+- `?service=NAME` streams that service's health answer (`/v1/health/service/NAME`'s body) as
+  `{"Index", "Service", "Nodes"}` after every catalog write that touched it, and `?services` the
+  catalog's service map as `{"Index", "Services"}` (SSE events `service` / `services`); see
+  agent/http/watchcatalog.py. Each answer is captured when its write is applied, so none is lost
+  between writes; the catalog's change log gives the same 410 rule for an `index` that is too old.
 """
 
 from __future__ import annotations
@@ -41,10 +46,11 @@ def _start_index(request: web.Request, current: int) -> int:
     return int(raw)
 
 
-def _frame(event: dict, sse: bool) -> bytes:
+def _frame(event: dict, sse: bool, kind: str = "kv") -> bytes:
     data = json.dumps(event, separators=(",", ":"))
     if sse:
-        return f"id: {event.get('Index', '')}\nevent: {'kv' if 'Op' in event else 'error'}\ndata: {data}\n\n".encode()
+        name = "error" if "Error" in event else kind
+        return f"id: {event.get('Index', '')}\nevent: {name}\ndata: {data}\n\n".encode()
     return (data + "\n").encode()
 
 
@@ -58,6 +64,10 @@ def _waker(future: asyncio.Future[int]):  # type: ignore[no-untyped-def]
 
 async def watch(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
+    if "service" in request.query or "services" in request.query:
+        from agent.http.watchcatalog import watch_catalog
+
+        return await watch_catalog(request)
     prefix = request.query.get("prefix", "")
     if any(not ch.isprintable() for ch in prefix):
         raise BadRequest("Invalid prefix: contains unprintable characters")

@@ -101,6 +101,9 @@ class RaftNode:
         self._read_seq = 0
         self._last_contact = time.monotonic()
         self._since_snapshot = 0
+        # what the FSM holds: the core's `applied` moves as soon as a snapshot message is stepped,
+        # before the driver has persisted and restored it, so readers wait on this instead
+        self._fsm_applied = self.core.applied
         self._synced = storage.initial_state()[0]
         self.on_commit: Callable[[int, float], None] | None = None  # metrics hook
         self.on_leader_change: Callable[[str], None] | None = None
@@ -143,7 +146,7 @@ class RaftNode:
         return int((time.monotonic() - self._last_contact) * 1000)
 
     def applied_index(self) -> int:
-        return self.core.applied
+        return self._fsm_applied
 
     def commit_index(self) -> int:
         return self.core.committed
@@ -221,7 +224,7 @@ class RaftNode:
         self._submit(run)
 
     def register_waiter(self, index: int, term: int, waiter: Waiter) -> None:
-        if index <= self.core.applied:
+        if index <= self._fsm_applied:
             known = self._results.get(index)
             if known is None:
                 waiter(LeadershipLost(f"entry {index} is no longer known here"))
@@ -256,7 +259,7 @@ class RaftNode:
         return index
 
     async def wait_applied(self, index: int) -> None:
-        if self.core.applied >= index:
+        if self._fsm_applied >= index:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._applied_waiters.append((index, future))
@@ -359,6 +362,7 @@ class RaftNode:
             self.send(m)
         if rd.snapshot is not None:
             self.fsm.restore(rd.snapshot.data)
+            self._fsm_applied = max(self._fsm_applied, rd.snapshot.index)
             for index in [i for i in self._waiters if i <= rd.snapshot.index]:
                 for _, waiter in self._waiters.pop(index):
                     waiter(LeadershipLost(f"entry {index} arrived inside a snapshot"))
@@ -376,12 +380,13 @@ class RaftNode:
                 self.on_leader_change(rd.soft_state.leader)
             if rd.soft_state.role is not Role.LEADER:
                 self._fail_reads()
-        if rd.committed:
+        if rd.committed or rd.snapshot is not None:
             self._release_applied()
-            if self.on_commit is not None:
-                self.on_commit(len(rd.committed), time.perf_counter() - started)
+        if rd.committed and self.on_commit is not None:
+            self.on_commit(len(rd.committed), time.perf_counter() - started)
 
     def _apply(self, entry: LogEntry) -> None:
+        self._fsm_applied = entry.index
         result: object = None
         if entry.kind == EntryKind.COMMAND:
             try:
@@ -399,7 +404,7 @@ class RaftNode:
                 waiter(LeadershipLost(f"entry {entry.index} was replaced by a later leader"))
 
     def _release_applied(self) -> None:
-        applied = self.core.applied
+        applied = self._fsm_applied
         keep: list[tuple[int, asyncio.Future[None]]] = []
         for index, future in self._applied_waiters:
             if index <= applied:
@@ -417,7 +422,7 @@ class RaftNode:
     async def _maybe_snapshot(self) -> None:
         if self._since_snapshot < self.snapshot_every or not hasattr(self.storage, "save_snapshot"):
             return
-        index = self.core.applied
+        index = self._fsm_applied
         snap = self.core.snapshot_at(index, self.fsm.snapshot())
         self._since_snapshot = 0
         if self.durable:
