@@ -56,6 +56,7 @@ from checks.definition import DurationError, parse_duration
 from checks.result import CheckResult
 
 log = logging.getLogger("waypost.agent")
+HTTP_DRAIN_SECONDS = 2.0  # on stop, in-flight requests (e.g. blocking queries) get this long, then are cancelled
 MAX_HEADER_LINE = 16 * 1024  # request line and each header; longer ones are refused with 400
 # gen-0 threshold 50,000 (CPython: 700): thousands of in-flight check probes otherwise promote
 # short-lived I/O objects to the old generation and trigger ~1 full collection a second, each a
@@ -204,7 +205,7 @@ class Agent:
                           self_info=self.self_info, members=self.members, sessions=self.sessions)
         app = build_app(ctx, max_body_bytes=self.config.http_config.max_request_body_bytes)
         install_ops(app, self.metrics, self.logs.hub if self.logs else None)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_DRAIN_SECONDS,
                                max_line_size=MAX_HEADER_LINE, max_field_size=MAX_HEADER_LINE)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
