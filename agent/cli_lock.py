@@ -42,6 +42,8 @@ class LockLost(Exception):
 
 
 class Api:
+    PASSED_BACK = frozenset({404})  # statuses returned to the caller; other 4xx/5xx fail the command
+
     def __init__(self, base: str, token: str) -> None:
         self.base = base
         self.headers = {"X-Consul-Token": token} if token else {}
@@ -62,7 +64,7 @@ class Api:
             async with self.http.request(method, self.base + path, params=params or {}, data=body,
                                          headers=self.headers) as resp:
                 data = await resp.read()
-                if resp.status >= 400 and resp.status != 404:
+                if resp.status >= 400 and resp.status not in self.PASSED_BACK:
                     raise CommandFailed(f"Unexpected response code: {resp.status} ({data.decode(errors='replace')})")
                 return resp.status, dict(resp.headers), json.loads(data) if data.strip() else None
         except aiohttp.ClientError as err:

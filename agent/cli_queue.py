@@ -26,8 +26,6 @@ import base64
 import json
 import sys
 
-import aiohttp
-
 from agent.cli_common import CommandExit, CommandFailed, Ctx, add_http_flags, parse_flags
 from agent.cli_flags import FlagSet
 from agent.cli_http import AgentError, resolve_http_addr, resolve_token
@@ -43,19 +41,7 @@ EXIT_TIMEOUT = 2
 class QueueApi(Api):
     """`Api` that hands 404 and 409 back to the caller instead of failing."""
 
-    async def call(self, method: str, path: str, params: dict[str, str] | None = None,
-                   body: bytes | None = None) -> tuple[int, dict[str, str], object]:
-        assert self.http is not None
-        try:
-            async with self.http.request(method, self.base + path, params=params or {}, data=body,
-                                         headers=self.headers) as resp:
-                data = await resp.read()
-                if resp.status >= 400 and resp.status not in (404, 409):
-                    raise CommandFailed(f"Unexpected response code: {resp.status} "
-                                        f"({data.decode(errors='replace')})")
-                return resp.status, dict(resp.headers), json.loads(data) if data.strip() else None
-        except aiohttp.ClientError as err:
-            raise CommandFailed(f"Error talking to agent at {self.base}: {err}") from None
+    PASSED_BACK = frozenset({404, 409})
 
 
 def _queue_api(values: dict[str, object], ctx: Ctx) -> QueueApi:

@@ -34,15 +34,23 @@ class MemoryStorage:
         if snapshot is not None:
             self.snap = snapshot
             self.entries = []
-        if entries:
-            first = entries[0].index
-            if first > self.last_index() + 1:
-                raise ValueError(f"gap: appending {first} after {self.last_index()}")
-            base = self.snap.index if self.snap else 0
-            del self.entries[max(first - base - 1, 0):]
-            self.entries.extend(e for e in entries if e.index > base)
+        self._keep(entries)
         if hard_state is not None:
             self.hard = hard_state
+
+    def _keep(self, entries: list[LogEntry]) -> list[LogEntry]:
+        """Add `entries` to the log, cutting a conflicting suffix first; returns the ones kept
+        (those after the snapshot). Raises ValueError on a gap."""
+        if not entries:
+            return []
+        first = entries[0].index
+        if first > self.last_index() + 1:
+            raise ValueError(f"gap: appending {first} after {self.last_index()}")
+        base = self.snap.index if self.snap else 0
+        del self.entries[max(first - base - 1, 0):]
+        kept = [e for e in entries if e.index > base]
+        self.entries.extend(kept)
+        return kept
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         if self.snap is not None and snapshot.index <= self.snap.index:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import msgpack
 
+from agent.raft.memstore import MemoryStorage
 from agent.raft.messages import (
     EntryKind,
     HardState,
@@ -108,28 +109,16 @@ def _write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-class FileStorage:
+class FileStorage(MemoryStorage):
+    """`MemoryStorage`'s in-memory view (the core's read side), kept durable in two files."""
+
     def __init__(self, directory: Path) -> None:
+        super().__init__()
         self.directory = directory
         self.wal_path = directory / "wal"
         self.snap_path = directory / "snapshot"
-        self.hard = HardState()
-        self.snap: Snapshot | None = None
-        self.entries: list[LogEntry] = []  # contiguous, all after the snapshot
         self._file = None
         self.open()
-
-    # --- read side (the core's Storage protocol) ---
-    def initial_state(self) -> tuple[HardState, Snapshot | None, list[LogEntry]]:
-        return self.hard, self.snap, list(self.entries)
-
-    def snapshot(self) -> Snapshot | None:
-        return self.snap
-
-    def last_index(self) -> int:
-        if self.entries:
-            return self.entries[-1].index
-        return self.snap.index if self.snap else 0
 
     @property
     def entries_since_snapshot(self) -> int:
@@ -203,16 +192,7 @@ class FileStorage:
             self._write_snapshot(snapshot)
             self.entries = []
             self._rewrite_wal()
-        chunks: list[bytes] = []
-        if entries:
-            first = entries[0].index
-            if first > self.last_index() + 1:
-                raise ValueError(f"gap: appending {first} after {self.last_index()}")
-            base = self.snap.index if self.snap else 0
-            del self.entries[max(first - base - 1, 0):]
-            kept = [e for e in entries if e.index > base]
-            self.entries.extend(kept)
-            chunks.extend(encode_entry(e) for e in kept)
+        chunks = [encode_entry(e) for e in self._keep(entries)]
         if hard_state is not None:
             self.hard = hard_state
             chunks.append(encode_hard(hard_state))
