@@ -106,7 +106,7 @@ async def health_by_name(request: web.Request) -> web.Response:
     found = [_instance_health(request, d) for _, d in sorted(state.services.items())
              if d.service.service == name]
     if not found:
-        return _health_answer_missing(request, f"ServiceName {name} Not Found")
+        return text_response(f"ServiceName {name} Not Found", 404)
     worst = _worst([f["AggregatedStatus"] for f in found])
     return _health_answer(request, worst, found)
 
@@ -115,13 +115,9 @@ async def health_by_id(request: web.Request) -> web.Response:
     service_id = request.match_info["id"]
     definition = _local(request).state.services.get(service_id)
     if definition is None:
-        return _health_answer_missing(request, f"ServiceId {service_id} not found")
+        return text_response(f"ServiceId {service_id} not found", 404)
     found = _instance_health(request, definition)
     return _health_answer(request, found["AggregatedStatus"], found)
-
-
-def _health_answer_missing(request: web.Request, message: str) -> web.Response:
-    return text_response(message, 404)
 
 
 def _worst(statuses: list[str]) -> str:
