@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import os
@@ -29,23 +28,34 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
+from agent.agent_info import banner, self_info
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.discovery import Discovery
 from agent.dns_adapter import start_dns
 from agent.errors import BadRequest, DefinitionError, Problem
+from agent.gossip.config import MemberEvent
+from agent.gossip.errors import GossipJoinError, KeyringError
+from agent.gossip.joiner import RetryJoinFailed
 from agent.http.app import HttpContext, build_app
 from agent.http.fastpath import FastReadServer
 from agent.http.ops import install as install_ops
 from agent.lifecycle import instrument, instrument_dns, serve
-from agent.local.antientropy import AntiEntropy
+from agent.local.antientropy import AntiEntropy, CatalogAccess
 from agent.local.manager import LocalAgent
 from agent.local.state import LocalState
 from agent.logs import LogOptions, LogSetup, setup_logging
+from agent.membership import Membership
 from agent.metrics import Metrics, sample_loop_lag
 from agent.raft.cluster import ClusterSettings
 from agent.raft.storage import PeersFileError, StorageCorrupt
+from agent.reconcile_driver import MemberReconciler
+from agent.remote.client import RemoteCatalog, make_session
+from agent.remote.dns import RemoteDnsLookup
+from agent.remote.servers import ServerPool
+from agent.rpc import ServerPortListener
 from agent.sdnotify import Notifier, clean_environ
 from agent.server import CatalogServer
 from agent.sessions_driver import SessionDriver
@@ -56,16 +66,13 @@ from checks.definition import DurationError, parse_duration
 from checks.result import CheckResult
 
 log = logging.getLogger("waypost.agent")
+LEAVE_PROPAGATE_SECONDS = 5.0  # how long a graceful leave waits for the gossip leave to go out
 HTTP_DRAIN_SECONDS = 2.0  # on stop, in-flight requests (e.g. blocking queries) get this long, then are cancelled
 MAX_HEADER_LINE = 16 * 1024  # request line and each header; longer ones are refused with 400
 # gen-0 threshold 50,000 (CPython: 700): thousands of in-flight check probes otherwise promote
 # short-lived I/O objects to the old generation and trigger ~1 full collection a second, each a
 # 100+ ms stall of the loop (tests/bench/bench_checks.py: lag p99 123 ms → 3 ms with this)
 GC_THRESHOLDS = (50_000, 20, 10)
-
-
-class ClientModeUnavailable(Exception):
-    """Client agents need gossip and a server to talk to (a later issue)."""
 
 
 def advertise_address(config: AgentConfig) -> str:
@@ -115,33 +122,47 @@ def internal_check_timing(environ: Mapping[str, str]) -> dict[str, float]:
 
 
 class Agent:
+    """One agent: a server (Raft, the catalog, the server port) or a client (everything through
+    the servers); both gossip, run local checks, keep their node in sync and answer HTTP and DNS.
+    Built inside the running event loop (it opens sockets and an HTTP client session)."""
+
     def __init__(self, config: AgentConfig, argv: list[str] | None = None) -> None:
-        if not config.server:
-            raise ClientModeUnavailable(
-                "client agents (no -server) need cluster membership, which is not built yet: "
-                "run with -dev, or -server -bootstrap")
         if config.ui_config.enabled and not config.dev:  # -dev turns the UI on by default, as Consul
             log.warning("-ui / ui_config.enabled ignored: waypost has no web UI yet (GET / answers a plain text page)")
         self.config = config
         self.argv = list(argv or [])
         self.address = advertise_address(config)
-        data_dir = Path(config.data_dir) if config.data_dir and not config.dev else None
-        self.server = CatalogServer(f"{self.address}:{config.ports.server}", data_dir,
-                                    cluster_settings(config, self.address, data_dir))
         self.node = Node(
             node=config.node_name, address=self.address, id=node_id(config), datacenter=config.datacenter,
             tagged_addresses={"lan": self.address, "lan_ipv4": self.address,
                               "wan": self.address, "wan_ipv4": self.address},
             meta={"consul-network-segment": "", "consul-version": VERSION, **config.node_meta},
         )
+        self.membership = Membership(config, self.node.id, self.address)
+        self.server: CatalogServer | None = None
+        self.discovery: Discovery | None = None
+        self.sessions: SessionDriver | None = None
+        self.pool: ServerPool | None = None
+        self.http_session: aiohttp.ClientSession | None = None
+        catalog: CatalogAccess
+        if config.server:
+            data_dir = Path(config.data_dir) if config.data_dir and not config.dev else None
+            self.server = CatalogServer(f"{self.address}:{config.ports.server}", data_dir,
+                                        cluster_settings(config, self.address, data_dir))
+            self.discovery = Discovery(self.server)
+            self.sessions = SessionDriver(self.server)  # session TTLs, lock-delay, tombstone reaping
+            catalog, alias_source = self.server, self.discovery.alias_statuses
+        else:
+            self.pool = ServerPool(self.membership.members, config.datacenter)
+            self.http_session = make_session()
+            catalog = self.remote = RemoteCatalog(self.pool, self.http_session)
+            alias_source = self.remote.alias_statuses
         self.state = LocalState(self.node)
-        self.sync = AntiEntropy(self.state, self.server, rng=random.Random())
-        self.discovery = Discovery(self.server)
-        self.sessions = SessionDriver(self.server)  # session TTLs, lock-delay, tombstone reaping
+        self.sync = AntiEntropy(self.state, catalog, rng=random.Random(), cluster_size=self.membership.alive_count)
         state_dir = Path(config.data_dir) / "checks" if config.data_dir and not config.dev else None
         self.runners = CheckSet(self._notify, state_dir=state_dir, node_name=config.node_name,
                                 on_critical_too_long=self._critical_too_long,
-                                alias_source=self.discovery.alias_statuses,
+                                alias_source=alias_source,
                                 output_max_size=config.check_output_max_size,
                                 **internal_check_timing(os.environ))
         self.local = LocalAgent(self.state, self.sync, self.runners,
@@ -151,7 +172,9 @@ class Agent:
         self._stack = contextlib.AsyncExitStack()
         self.http_port = 0
         self.dns_port = 0
+        self.server_port = 0
         self.stopped = asyncio.Event()
+        self.exit_code = 0  # set when the agent stops itself on an error (retry_max exhausted)
         self.metrics = Metrics()
         self.notifier = Notifier(None)  # run_agent sets the real one from the environment
         self.logs: LogSetup | None = None  # set by run_agent; None when embedded (tests)
@@ -170,57 +193,126 @@ class Agent:
             raise
 
     async def _start(self) -> None:
-        if self.server.single:
-            self.server.register_self(self.node, self.config.ports.server, VERSION)
+        server = self.server
         group = self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._stack.callback(self._cancel_background)  # runs after listeners and runners stop
-        self._tasks = [group.create_task(self.server.run(), name="raft-apply"),
-                       group.create_task(self.sync.run(), name="anti-entropy"),
-                       group.create_task(self.sessions.run(), name="session-timers")]
+        if self.http_session is not None:
+            self._stack.push_async_callback(self.http_session.close)
+        self._stack.push_async_callback(self.membership.close)
+        ctx = self._http_context()
+        if server is not None:  # bound first: Raft advertises the real (maybe ephemeral) port
+            await self._start_server_port(server, ctx)
+            if server.single:
+                server.register_self(self.node, self.server_port, VERSION)
+        self._tasks = [group.create_task(self.sync.run(), name="anti-entropy")]
         self._tasks += [group.create_task(sample_loop_lag(self.metrics), name="loop-lag"),
                         group.create_task(self.notifier.run_watchdog(self.healthy), name="watchdog")]
-        if not self.server.single:
-            self._tasks.append(group.create_task(
-                self.server.register_self_async(self.node, self.config.ports.server, VERSION), name="raft-register"))
+        if server is not None:
+            self._tasks += [group.create_task(server.run(), name="raft-apply")]
+            if self.sessions is not None:
+                self._tasks.append(group.create_task(self.sessions.run(), name="session-timers"))
+            reconciler = MemberReconciler(server, self.membership.members, self.membership.on_event,
+                                          datacenter=self.config.datacenter, node_name=self.node.node)
+            self._tasks.append(group.create_task(reconciler.run(), name="member-reconcile"))
+            if not server.single:
+                self._tasks.append(group.create_task(
+                    server.register_self_async(self.node, self.server_port, VERSION), name="raft-register"))
         instrument(self)
         await self._stack.enter_async_context(self.runners)
         await self.local.replace_file_definitions(self.config.services, self.config.checks)
-        if self.server.single:
+        if server is not None and server.single:
             await self.local.sync(full=True)  # full: also removes what a previous run left behind
-        else:  # a cluster member serves before a leader exists: anti-entropy syncs in the background
+        else:  # without a leader yet (or servers, for a client) anti-entropy syncs in the background
             self.sync.trigger()
+        self.membership.on_event(self._member_event)
+        await self.membership.start(self.server_port)  # -join: a failure stops the agent here
+        self._tasks.append(group.create_task(self._retry_join(), name="retry-join"))
         if self.config.ports.http >= 0:
-            self.http_port = await self._start_http()
+            await self._start_http(ctx)
         if self.config.ports.dns >= 0:
-            self.dns_port = await start_dns(self._stack, self.config, self.discovery, self.server,
+            lookup = self.remote_dns() if server is None else None
+            self.dns_port = await start_dns(self._stack, self.config, self.discovery, server, lookup=lookup,
                                             on_created=lambda dns: instrument_dns(self.metrics, dns))
+
+    async def _retry_join(self) -> None:
+        try:
+            await self.membership.run()
+        except RetryJoinFailed as exc:  # Consul: retry_max exhausted ends the agent
+            log.error("%s", exc)
+            self.exit_code = 1
+            self.stopped.set()
+
+    def _member_event(self, event: MemberEvent) -> None:
+        member = event.member
+        if event.kind not in ("join", "update") or member.tags.get("role") != "consul":
+            return
+        if member.tags.get("dc") != self.config.datacenter:
+            return
+        if self.server is not None and member.name != self.node.node and member.tags.get("port", "").isdigit():
+            if event.kind == "join":
+                self.server.cluster.readmit(member.name)  # back after a leave: it may rejoin Raft
+            self.server.cluster.add_server(f"{member.address}:{member.tags['port']}")  # Raft formation
+        if self.server is None and event.kind == "join":
+            self.sync.resync()  # a (new) server to talk to: make sure the catalog holds all of us
+
+    def remote_dns(self) -> RemoteDnsLookup:
+        assert self.pool is not None and self.http_session is not None
+        return RemoteDnsLookup(self.pool, self.http_session, self.config.datacenter)
 
     def healthy(self) -> bool:
         """The core loops are alive (the systemd watchdog pings only then)."""
         return all(not t.done() for t in self._tasks if t.get_name() in ("raft-apply", "anti-entropy"))
 
-    async def _start_http(self) -> int:
-        ctx = HttpContext(config=self.config, server=self.server, discovery=self.discovery,
-                          local=self.local, reload=self.reload, leave=self.leave,
-                          self_info=self.self_info, members=self.members, sessions=self.sessions)
-        app = build_app(ctx, max_body_bytes=self.config.http_config.max_request_body_bytes)
+    def ready_status(self) -> str:
+        c = self.config
+        serving = f"serving: HTTP on {c.client_addr}:{self.http_port}, DNS on {c.client_addr}:{self.dns_port}"
+        if self.server is None:
+            known = len(self.membership.servers())
+            return f"{serving}; client, {known} known server{'s' if known != 1 else ''}"
+        role = "dev server" if c.dev else "bootstrap server" if c.bootstrap or c.bootstrap_expect == 1 else "server"
+        return f"{serving}; {role}, {'leader' if self.server.known_leader() else 'no leader'}"
+
+    def _http_context(self) -> HttpContext:
+        return HttpContext(config=self.config, server=self.server, discovery=self.discovery,  # type: ignore[arg-type]
+                           local=self.local, reload=self.reload, leave=self.leave,
+                           self_info=lambda: self_info(self), members=self.membership.members,
+                           sessions=self.sessions, gossip=self.membership, pool=self.pool,
+                           http_session=self.http_session)
+
+    async def _start_server_port(self, server: CatalogServer, ctx: HttpContext) -> None:
+        """Raft peers and the API client agents call, on one listener (agent.rpc)."""
+        app = build_app(ctx, max_body_bytes=self.config.http_config.max_request_body_bytes, scope="cluster")
+        on_raft = None if server.single else server.cluster.serve_inbound
+        listener = ServerPortListener(on_raft, await self._http_protocol_factory(app))
+        self.server_port = await listener.start(self.config.bind_addr, self.config.ports.server)
+        self._stack.callback(listener.close)
+        server.cluster.bound(self.server_port)
+
+    async def _start_http(self, ctx: HttpContext) -> None:
+        app = build_app(ctx, max_body_bytes=self.config.http_config.max_request_body_bytes,
+                        scope="full" if self.server is not None else "client")
         install_ops(app, self.metrics, self.logs.hub if self.logs else None)
+        factory = await self._http_protocol_factory(app)
+        if self.server is not None:  # the fast path owns each connection first, hands it to aiohttp when needed
+            fast = FastReadServer(ctx.responses, self.server, factory)  # type: ignore[arg-type]
+            self._stack.callback(fast.close_all)
+            self._tasks.append(self._group.create_task(fast.sweep_idle(), name="http-idle-sweeper"))
+            self.metrics.add_source(lambda: [("api.http.fast_path", {}, fast.served)], counter=True)
+            factory = fast
+        listener = await asyncio.get_running_loop().create_server(
+            factory, self.config.addresses.http or self.config.client_addr, self.config.ports.http,
+            reuse_address=True)
+        self._stack.callback(listener.close)
+        if self.logs is not None:
+            self._stack.callback(self.logs.hub.close)  # ends monitor streams before HTTP drains
+        self.http_port = listener.sockets[0].getsockname()[1]
+
+    async def _http_protocol_factory(self, app: web.Application):  # type: ignore[no-untyped-def]
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_DRAIN_SECONDS,
                                max_line_size=MAX_HEADER_LINE, max_field_size=MAX_HEADER_LINE)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
-        # the fast path owns each connection first and hands it to aiohttp's protocol when needed
-        fast = FastReadServer(ctx.responses, self.server, runner.server)  # type: ignore[arg-type]
-        listener = await asyncio.get_running_loop().create_server(
-            fast, self.config.addresses.http or self.config.client_addr, self.config.ports.http,
-            reuse_address=True)
-        self._stack.callback(fast.close_all)
-        self._stack.callback(listener.close)
-        self._tasks.append(self._group.create_task(fast.sweep_idle(), name="http-idle-sweeper"))
-        self.metrics.add_source(lambda: [("api.http.fast_path", {}, fast.served)], counter=True)
-        if self.logs is not None:
-            self._stack.callback(self.logs.hub.close)  # ends monitor streams before HTTP drains
-        return listener.sockets[0].getsockname()[1]
+        return runner.server
 
     async def reload(self) -> list[str]:
         self.notifier.reloading()
@@ -250,10 +342,12 @@ class Agent:
         return []
 
     async def graceful_leave(self) -> None:
-        """Leave before stopping: keep serving for `performance.leave_drain_time` so in-flight
-        requests finish (Consul's server leave; the gossip leave joins here once gossip exists)."""
+        """Leave before stopping: tell the cluster (a gossip leave, so the leader deregisters this
+        node at once instead of marking it failed), then keep serving for
+        `performance.leave_drain_time` so in-flight requests finish."""
+        await self.membership.leave(LEAVE_PROPAGATE_SECONDS)
         drain = self.config.performance.leave_drain_time
-        log.info("leaving: draining requests for %.1fs", drain)
+        log.info("left the cluster: draining requests for %.1fs", drain)
         await asyncio.sleep(drain)
 
     async def leave(self) -> None:
@@ -269,86 +363,32 @@ class Agent:
         for task in self._tasks:
             task.cancel()
 
-    def member(self) -> dict:
-        tags = {"role": "consul", "dc": self.config.datacenter, "id": self.node.id, "port":
-                str(self.config.ports.server), "build": f"{VERSION}:waypost", "vsn": "2", "vsn_min": "2",
-                "vsn_max": "3", "raft_vsn": "3"}
-        if self.config.bootstrap:
-            tags["bootstrap"] = "1"
-        return {"Name": self.node.node, "Addr": self.address, "Port": self.config.ports.serf_lan,
-                "Tags": tags, "Status": 1, "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
-                "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4}
-
-    def members(self) -> list[dict]:
-        return [self.member()]
-
-    def self_info(self) -> dict:
-        return {
-            "Config": {"Datacenter": self.config.datacenter, "PrimaryDatacenter": self.config.datacenter,
-                       "NodeName": self.node.node, "NodeID": self.node.id, "Server": self.config.server,
-                       "Revision": "waypost", "Version": VERSION, "BuildDate": ""},
-            "DebugConfig": debug_config(self.config),
-            "Coord": {"Adjustment": 0, "Error": 1.5, "Height": 1e-05, "Vec": [0.0] * 8},
-            "Member": self.member(),
-            "Meta": dict(self.config.node_meta),
-            "Stats": {
-                "agent": {"check_monitors": str(len(self.runners.ids())), "services": str(len(self.state.services)),
-                          "checks": str(len(self.state.checks))},
-                "build": {"version": VERSION, "revision": "waypost", "prerelease": ""},
-                "consul": {"server": str(self.config.server).lower(),
-                           "leader": str(self.server.raft.is_leader()).lower(), "bootstrap":
-                           str(self.config.bootstrap or self.config.dev).lower(), "known_datacenters": "1",
-                           "leader_addr": self.server.leader_address()},
-                "raft": {"applied_index": str(self.server.raft.applied_index()),
-                         "state": self.server.raft.role().capitalize(), "term": str(self.server.raft.term()),
-                         "commit_index": str(self.server.raft.commit_index()),
-                         "num_peers": str(max(len(self.server.peers()) - 1, 0)), "protocol_version": "3"},
-                "runtime": {"os": sys.platform, "arch": os.uname().machine, "version": sys.version.split()[0]},
-            },
-        }
-
-
 def cluster_settings(config: AgentConfig, address: str, data_dir: Path | None) -> ClusterSettings:
-    """How this server joins Raft: alone (-dev, -bootstrap, no joins) or with the join addresses
-    (other servers' server ports; the server port is assumed when an address has none)."""
-    joins = [a if a.rpartition(":")[2].isdigit() else f"{a}:{config.ports.server}"
-             for a in config.start_join + config.retry_join]
+    """How this server joins Raft: alone (-dev, -bootstrap, or neither -bootstrap-expect > 1 nor a
+    join address) or with the other servers, whose server ports gossip tells (`_member_event`).
+    The agent's server-port listener (agent.rpc) accepts Raft connections."""
+    joins = config.start_join + config.retry_join
     single = config.dev or config.bootstrap or (config.bootstrap_expect <= 1 and not joins)
     return ClusterSettings(
         server_id=config.node_name, address=f"{address}:{config.ports.server}",
         bind_host=config.bind_addr or "0.0.0.0", port=config.ports.server, data_dir=data_dir,
-        expect=config.bootstrap_expect, join=joins, single=single,
+        expect=config.bootstrap_expect, join=[], single=single, listen=False,
         raft_multiplier=config.performance.raft_multiplier, hold_timeout=config.performance.rpc_hold_timeout)
 
 
-def debug_config(config: AgentConfig) -> dict:
-    """The runtime configuration as `/v1/agent/self` shows it (unstable format, like Consul's)."""
-    out = {}
-    for f in dataclasses.fields(config):
-        if f.name in ("services", "checks", "encrypt"):
-            continue
-        value = getattr(config, f.name)
-        out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-    out["services"] = len(config.services)
-    return out
-
-
-def banner(agent: Agent) -> str:
-    c = agent.config
-    return "\n".join([
-        "==> Waypost agent running!",
-        f"           Version: '{VERSION}'",
-        f"           Node ID: '{agent.node.id}'",
-        f"         Node name: '{agent.node.node}'",
-        f"        Datacenter: '{c.datacenter}'",
-        f"            Server: {str(c.server).lower()} (Bootstrap: {str(c.bootstrap or c.dev).lower()})",
-        f"       Client Addr: [{c.client_addr}] (HTTP: {agent.http_port or -1}, DNS: {agent.dns_port or -1})",
-        f"      Cluster Addr: {agent.address} (LAN: {c.ports.serf_lan}, WAN: {c.ports.serf_wan})",
-        f" Gossip Encryption: {str(bool(c.encrypt)).lower()}",
-        f"          Data Dir: {c.data_dir if c.data_dir and not c.dev else '(in memory)'}",
-        "",
-        "==> Log data will now stream in as it occurs:",
-    ])
+async def _build_and_serve(config: AgentConfig, argv: list[str], logs: LogSetup, notifier: Notifier) -> int:
+    try:
+        agent = Agent(config, argv)
+    except (ConfigError, KeyringError, PeersFileError, StorageCorrupt) as exc:
+        print(f"==> {exc}", file=sys.stderr)
+        return 1
+    agent.logs, agent.notifier = logs, notifier
+    try:
+        return await serve(agent, banner)
+    except GossipJoinError as exc:
+        notifier.status(f"failed: {exc}")
+        print(f"==> Failed to join the cluster: {exc}", file=sys.stderr)
+        return 1
 
 
 def run_agent(argv: list[str]) -> int:
@@ -369,12 +409,6 @@ def run_agent(argv: list[str]) -> int:
     clean_environ(os.environ)  # script checks must not inherit NOTIFY_SOCKET
     for warning in loaded.warnings:
         log.warning("%s", warning)
-    try:
-        agent = Agent(config, argv)
-    except (ClientModeUnavailable, ConfigError, PeersFileError, StorageCorrupt) as exc:
-        print(f"==> {exc}", file=sys.stderr)
-        return 1
-    agent.logs, agent.notifier = logs, notifier
     if config.pid_file:
         Path(config.pid_file).write_text(f"{os.getpid()}\n")
     try:
@@ -384,7 +418,7 @@ def run_agent(argv: list[str]) -> int:
     except ImportError:
         runner = asyncio.run
     try:
-        return runner(serve(agent, banner))
+        return runner(_build_and_serve(config, argv, logs, notifier))
     except OSError as exc:
         notifier.status(f"failed: {exc}")
         print(f"==> Error starting agent: {exc}", file=sys.stderr)

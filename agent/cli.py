@@ -22,6 +22,7 @@ from agent.cli_common import CommandExit, CommandFailed, Ctx
 from agent.cli_event import cmd_event
 from agent.cli_kv import KV
 from agent.cli_lock import LockLost, cmd_elect, cmd_lock
+from agent.cli_members import cmd_force_leave, cmd_join, cmd_keygen, cmd_keyring, cmd_members
 from agent.cli_operator import RAFT
 from agent.cli_ops import cmd_monitor
 from agent.cli_query import (
@@ -29,9 +30,7 @@ from agent.cli_query import (
     cmd_catalog_nodes,
     cmd_catalog_services,
     cmd_info,
-    cmd_join,
     cmd_leave,
-    cmd_members,
     cmd_reload,
 )
 from agent.cli_queue import QUEUE
@@ -110,8 +109,11 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "checks": ("Interact with health checks", _group("checks", "Interact with health checks.", CHECKS)),
     "elect": ("Campaign for leadership on a key prefix", cmd_elect),
     "event": ("Fire a new event", cmd_event),
+    "force-leave": ("Forces a member of the cluster to enter the \"left\" state", cmd_force_leave),
     "info": ("Provides debugging information for operators", cmd_info),
     "join": ("Tell the agent to join a cluster", cmd_join),
+    "keygen": ("Generates a new encryption key", cmd_keygen),
+    "keyring": ("Manages gossip layer encryption keys", cmd_keyring),
     "kv": ("Interact with the key-value store", _group("kv", "Interact with the key-value store.", KV)),
     "leave": ("Gracefully leaves the cluster and shuts down", cmd_leave),
     "lock": ("Execute a command holding a lock", cmd_lock),

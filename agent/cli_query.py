@@ -1,14 +1,14 @@
-"""CLI commands that read or poke the agent: members, catalog, info, reload, leave, join (layer 5).
+"""CLI commands that read or poke the agent: catalog, info, reload, leave (layer 5; gossip commands
+such as members and join live in agent/cli_members.py).
 
 Contract: each `cmd_*(argv, ctx) -> int` parses Consul's flags, makes the HTTP call(s) of
 reference §10.6 and prints Consul's text (agent/cli_format.py). Agent failures become one line
-`Error <doing what>: <reason>` via `CommandFailed`; exit codes follow Consul (`members` exits 2
-when no member matches; empty catalog listings print a hint on stderr and exit 0).
+`Error <doing what>: <reason>` via `CommandFailed`; exit codes follow Consul (empty catalog
+listings print a hint on stderr and exit 0).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 
 from agent.cli_common import (
@@ -23,11 +23,9 @@ from agent.cli_common import (
 )
 from agent.cli_flags import FlagSet
 from agent.cli_format import (
-    filter_members,
     format_catalog_nodes,
     format_catalog_services,
     format_info,
-    format_members,
     info_sections,
     node_services_to_map,
     service_nodes_to_nodes,
@@ -49,35 +47,6 @@ def _list_of_maps(value: object) -> list[Mapping[str, object]]:
     if not isinstance(value, list):
         return []
     return [v for v in value if isinstance(v, Mapping)]
-
-
-def cmd_members(argv: list[str], ctx: Ctx) -> int:
-    fs = FlagSet("members", "Usage: waypost members [options]\n\n  Outputs the members of a running agent.")
-    fs.bool("detailed", "Provides detailed information about nodes.")
-    fs.bool("wan", "If the agent is in server mode, return the other peers in the WAN pool.")
-    fs.string("status", "If provided, output is filtered to only nodes matching the regular "
-              "expression for status.", default=".*")  # fmt: skip
-    fs.string("segment", "(Enterprise-only) Accepted and ignored.")
-    fs.string("filter", "Filter to use with the request.")
-    add_http_flags(fs)
-    values, args = parse_flags(fs, argv)
-    no_positional(args)
-    try:
-        status_re = re.compile(str(values["status"]))
-    except re.error as err:
-        raise CommandFailed(f"Failed to compile status regexp: {err}") from None
-    client = make_client(values, ctx)
-    params: list[tuple[str, str]] = []
-    if values["wan"]:
-        params.append(("wan", "1"))
-    if values["filter"]:
-        params.append(("filter", str(values["filter"])))
-    members = _list_of_maps(_call("retrieving members", client.get, "/v1/agent/members", params))
-    kept = filter_members(members, lambda s: status_re.search(s) is not None)
-    if not kept:
-        return 2
-    ctx.out(format_members(kept, bool(values["detailed"])))
-    return 0
 
 
 def cmd_catalog_services(argv: list[str], ctx: Ctx) -> int:
@@ -190,30 +159,4 @@ def cmd_leave(argv: list[str], ctx: Ctx) -> int:
     no_positional(args)
     _call("leaving", client.put, "/v1/agent/leave")
     ctx.out("Graceful leave complete")
-    return 0
-
-
-def cmd_join(argv: list[str], ctx: Ctx) -> int:
-    fs = FlagSet(
-        "join",
-        "Usage: waypost join [options] address ...\n\n"
-        "  Tells a running agent to join the cluster by contacting at least one existing member.",
-    )
-    fs.bool("wan", "Joins a server to another server in the WAN pool.")
-    add_http_flags(fs)
-    values, args = parse_flags(fs, argv)
-    if not args:
-        raise CommandFailed("At least one address to join must be specified.")
-    client = make_client(values, ctx)
-    params = [("wan", "1")] if values["wan"] else []
-    joined = 0
-    for addr in args:
-        try:
-            client.put(f"/v1/agent/join/{addr}", params=params)
-            joined += 1
-        except AgentError as err:
-            ctx.err(f"Error joining address '{addr}': {err}")
-    if joined == 0:
-        raise CommandFailed("Failed to join any nodes.")
-    ctx.out(f"Successfully joined cluster by contacting {joined} nodes.")
     return 0

@@ -56,14 +56,16 @@ FLAGS: dict[str, tuple[str, str]] = {
     "enable-script-checks": ("bool", "enable_script_checks"),
     "enable-local-script-checks": ("bool", "enable_local_script_checks"),
     "encrypt": ("str", "encrypt"),
+    "disable-keyring-file": ("bool", "disable_keyring_file"),
+    "rejoin": ("bool", "rejoin_after_leave"),
 }
 
 # Consul agent flags waypost accepts and ignores: name → takes a value
 CONSUL_ONLY_FLAGS: dict[str, bool] = {
     "grpc-port": True, "grpc-tls-port": True, "https-port": True, "serf-wan-port": True,
     "ui-dir": True, "ui-content-path": True, "segment": True, "node-id": True, "raft-protocol": True,
-    "rejoin": False, "syslog": False, "disable-host-node-id": False,
-    "disable-keyring-file": False, "advertise-wan": True, "serf-lan-bind": True, "serf-wan-bind": True,
+    "syslog": False, "disable-host-node-id": False,
+    "advertise-wan": True, "serf-lan-bind": True, "serf-wan-bind": True,
     "serf-lan-allowed-cidrs": True, "serf-wan-allowed-cidrs": True, "retry-join-wan": True,
     "retry-interval-wan": True, "retry-max-wan": True, "join-wan": True, "default-query-time": True,
     "max-query-time": True, "auto-reload-config": False, "read-replica": False, "non-voting-server": False,

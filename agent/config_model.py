@@ -148,7 +148,11 @@ class AgentConfig:
     ui_config: UIConfig = field(default_factory=UIConfig)
     enable_script_checks: bool = False
     enable_local_script_checks: bool = False
-    encrypt: str = ""
+    encrypt: str = ""  # base64 AES key (16, 24 or 32 bytes) for gossip; "" = no encryption
+    encrypt_verify_incoming: bool = True  # False: also accept plaintext gossip (during a rollout)
+    encrypt_verify_outgoing: bool = True  # False: send plaintext gossip (during a rollout)
+    disable_keyring_file: bool = False  # True: keys live only in memory, not in data_dir/serf/local.keyring
+    rejoin_after_leave: bool = False  # True: a restarted agent rejoins even after a graceful leave
     node_meta: dict[str, str] = field(default_factory=dict)
     recursors: list[str] = field(default_factory=list)
     dns_config: DNSConfig = field(default_factory=DNSConfig)

@@ -10,6 +10,9 @@ Contract:
   instead of acceptable (the API; see `name_warnings`).
 - `decode_check(body, path="check", default_service_id="") -> CheckDefinition`: /v1/agent/check/register.
 - `decode_catalog_register(body, datacenter) -> RegisterCommand`, `decode_catalog_deregister(body)`.
+  Checks keep Type, Interval, Timeout and Definition (Header maps and arg lists included) and
+  NodeMeta may hold the agent's own `consul-*` keys (`AGENT_NODE_META_KEYS`), so what a client
+  agent's anti-entropy sends (agent/remote/catalog_json.py) decodes to an equal command.
 - `check_to_health(defn, node, service) -> HealthCheck`: the catalog row of a local check.
 - Check rules (§1.14): exactly one kind; interval required for probe kinds and raised to
   `MIN_INTERVAL`; TTL checks take no interval; timeout defaults per kind and never exceeds the
@@ -44,6 +47,9 @@ _CHECK_ALIASES = {"checkid": "id", "scriptargs": "args"}
 # Consul fields waypost accepts and drops (mesh, enterprise, tokens, read-only echoes).
 _SERVICE_IGNORED = ("SocketPath", "Proxy", "Connect", "Namespace", "Partition", "Locality", "Token",
                     "PeerName", "CreateIndex", "ModifyIndex", "ContentHash", "Datacenter")
+# node meta keys every agent writes for its own node (Consul's MetaSegmentKey, MetaConsulVersion):
+# anti-entropy of client agents registers them through /v1/catalog/register
+AGENT_NODE_META_KEYS = frozenset({"consul-network-segment", "consul-version"})
 _CHECK_IGNORED = ("Namespace", "Partition", "Token", "Expose", "Type", "CreateIndex", "ModifyIndex",
                   "Definition", "ExposedPort", "ServiceName", "ServiceTags", "Node", "Output")
 
@@ -330,7 +336,7 @@ def decode_catalog_register(body: dict, datacenter: str) -> RegisterCommand:
         f.error("body.Address", "Must provide address")
     node = Node(node=node_name, address=address, id=f.str("ID", max_len=64),
                 datacenter=f.str("Datacenter", max_len=MAX_NAME) or datacenter,
-                tagged_addresses=f.str_map("TaggedAddresses"), meta=f.meta("NodeMeta"))
+                tagged_addresses=f.str_map("TaggedAddresses"), meta=f.meta("NodeMeta", AGENT_NODE_META_KEYS))
     service = None
     got = f.raw("Service")
     if got is not None:
@@ -371,23 +377,42 @@ def _catalog_check(body: object, path: str, problems: list[Problem], node: str,
     definition: dict[str, object] = {}
     got = f.raw("Definition")
     if got is not None:
-        if isinstance(got[1], dict) and all(isinstance(v, str | int | float | bool | None)
-                                            for v in got[1].values()) and len(got[1]) <= 64:
+        if isinstance(got[1], dict) and all(_definition_value(v) for v in got[1].values()) and len(got[1]) <= 64:
             definition = dict(got[1])
         else:
-            f.error(got[0], "expected an object of scalar values")
+            f.error(got[0], "expected an object of scalar values, string lists or a Header map")
+    type_text = f.str("Type", max_len=MAX_NAME)  # Consul stores it; kinds waypost does not know read as ""
     same = service is not None and service_id == service.id
     check = HealthCheck(
         node=node, check_id=check_id, name=name, status=Status(status_text), notes=f.str("Notes"),
         output=f.str("Output"), service_id=service_id,
         service_name=service.service if same and service else f.str("ServiceName", max_len=MAX_NAME),
         service_tags=service.tags if same and service else tuple(f.str_list("ServiceTags")),
+        type=CheckKind(type_text) if type_text in _CHECK_KIND_VALUES else CheckKind.NONE,
+        interval=f.str("Interval", max_len=64), timeout=f.str("Timeout", max_len=64),
         definition=definition,
     )
-    f.ignore("Type", "Interval", "Timeout", "ExposedPort", "Namespace", "Partition", "PeerName",
+    f.ignore("ExposedPort", "Namespace", "Partition", "PeerName",
              "CreateIndex", "ModifyIndex", "ServiceName", "ServiceTags")
     f.finish()
     return check
+
+
+_CHECK_KIND_VALUES = frozenset(k.value for k in CheckKind)
+_SCALAR = (str, int, float, bool, type(None))
+
+
+def _definition_value(value: object) -> bool:
+    """What a check's `Definition` may hold: scalars, lists of scalars (ScriptArgs), and a
+    string → list-of-strings map (Header), as `CheckDefinition.to_api` writes them."""
+    if isinstance(value, _SCALAR):
+        return True
+    if isinstance(value, list):
+        return len(value) <= 1024 and all(isinstance(v, _SCALAR) for v in value)
+    if isinstance(value, dict):
+        return len(value) <= 64 and all(isinstance(k, str) and isinstance(v, list) and len(v) <= 64
+                                        and all(isinstance(x, str) for x in v) for k, v in value.items())
+    return False
 
 
 def decode_catalog_deregister(body: dict) -> DeregisterCommand:

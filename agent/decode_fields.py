@@ -214,8 +214,8 @@ class Fields:
                 out[key] = text
         return out
 
-    def meta(self, name: str) -> dict[str, str]:
-        """A Meta/NodeMeta map with Consul's limits."""
+    def meta(self, name: str, reserved_ok: frozenset[str] = frozenset()) -> dict[str, str]:
+        """A Meta/NodeMeta map with Consul's limits (`reserved_ok`: `consul-` keys allowed here)."""
         got = self.raw(name)
         if got is None:
             return {}
@@ -232,7 +232,7 @@ class Fields:
                 self.error(sub, f"meta key too long ({len(key)} characters, max {META_KEY_MAX})")
             elif not META_KEY_RE.match(key):
                 self.error(sub, "meta keys may only contain letters, digits, '_' and '-'")
-            elif key.startswith(META_RESERVED_PREFIX):
+            elif key.startswith(META_RESERVED_PREFIX) and key not in reserved_ok:
                 self.error(sub, f"meta key prefix {META_RESERVED_PREFIX!r} is reserved")
             if len(value) > META_VALUE_MAX:
                 self.error(sub, f"meta value too long ({len(value)} characters, max {META_VALUE_MAX})")

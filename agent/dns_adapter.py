@@ -2,7 +2,8 @@
 
 Contract: `dns_config_from(config)` turns the agent's parsed `dns_config` (plus domain,
 recursors, datacenter, node) into `dns.config.DnsConfig`; `start_dns(stack, ...)` starts UDP and
-TCP listeners on `client_addr:ports.dns`, registers their shutdown on `stack`, and returns the
+TCP listeners on `client_addr:ports.dns` answering from the server's store (or from `lookup`:
+a client agent's lookups through the servers), registers their shutdown on `stack`, and returns the
 bound port (the UDP and TCP ports are equal when a fixed port is configured); `on_created(dns)`
 is called with the `DnsServer` before it starts. Lookups honour `allow_stale`/`max_stale`
 through `freshness_barrier`; answers cached from the store stay valid while its indexes stand.
@@ -18,6 +19,7 @@ from agent.config import AgentConfig
 from agent.discovery import Discovery, DnsLookup
 from agent.server import CatalogServer
 from dns.config import DnsConfig
+from dns.lookup import Lookup
 from dns.server import DnsServer
 
 
@@ -44,9 +46,12 @@ def freshness_barrier(config: AgentConfig, server: CatalogServer) -> Callable[[]
     return barrier
 
 
-async def start_dns(stack: contextlib.AsyncExitStack, config: AgentConfig, discovery: Discovery,
-                    server: CatalogServer, *, on_created: Callable[[DnsServer], None] | None = None) -> int:
-    lookup = DnsLookup(discovery, config.datacenter, freshness_barrier(config, server))
+async def start_dns(stack: contextlib.AsyncExitStack, config: AgentConfig, discovery: Discovery | None,
+                    server: CatalogServer | None, *, lookup: Lookup | None = None,
+                    on_created: Callable[[DnsServer], None] | None = None) -> int:
+    if lookup is None:  # a server answers from its own store; a client passes its remote lookup
+        assert discovery is not None and server is not None
+        lookup = DnsLookup(discovery, config.datacenter, freshness_barrier(config, server))
     dns = DnsServer(dns_config_from(config), lookup)
     if on_created is not None:
         on_created(dns)  # e.g. the agent wiring the server's counters into its metrics

@@ -9,6 +9,7 @@ Contract:
   * SIGHUP reloads (errors are logged, the old config stays). SIGTERM and SIGINT stop: gracefully
     (`Agent.graceful_leave`, at most `GRACEFUL_TIMEOUT`) when `leave_on_terminate` (SIGTERM) or
     not `skip_leave_on_interrupt` (SIGINT) — Consul's rule, so by default a server just stops —
+    and always for a leave request (`waypost leave`);
     then listeners, checks and tasks stop. A second SIGTERM/SIGINT during shutdown exits at once
     with code 1 (the pid file is removed first). A clean stop exits 0; a graceful leave that
     times out exits 1, like Consul.
@@ -36,6 +37,7 @@ from dns.server import DnsServer
 
 if TYPE_CHECKING:
     from agent.agent import Agent
+    from agent.server import CatalogServer
 
 log = logging.getLogger("waypost.agent")
 GRACEFUL_TIMEOUT = 15.0  # Consul: a graceful leave taking longer is abandoned (exit 1)
@@ -49,14 +51,6 @@ def _force_exit(pid_file: str) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(1)
-
-
-def ready_status(agent: Agent) -> str:
-    c = agent.config
-    role = "dev server" if c.dev else "bootstrap server" if c.bootstrap or c.bootstrap_expect == 1 else "server"
-    leader = "leader" if agent.server.known_leader() else "no leader"
-    return (f"serving: HTTP on {c.client_addr}:{agent.http_port}, DNS on {c.client_addr}:{agent.dns_port}; "
-            f"{role}, {leader}")
 
 
 async def serve(agent: Agent, banner: Callable[[Agent], str] | None = None) -> int:
@@ -92,13 +86,14 @@ async def serve(agent: Agent, banner: Callable[[Agent], str] | None = None) -> i
         print(banner(agent), flush=True)
     log.info("agent started: HTTP on %s:%d, DNS on %s:%d", agent.config.client_addr, agent.http_port,
              agent.config.client_addr, agent.dns_port)
-    notifier.ready(ready_status(agent))
+    notifier.ready(agent.ready_status())
     await agent.stopped.wait()
     if not received:
         notifier.stopping()  # a leave request, not a signal
-    code = 0
+    code = agent.exit_code
     sig = received[0] if received else None
-    graceful = ((sig == signal.SIGTERM and agent.config.leave_on_terminate)
+    graceful = ((sig is None and not agent.exit_code)  # `waypost leave` / PUT /v1/agent/leave
+                or (sig == signal.SIGTERM and agent.config.leave_on_terminate)
                 or (sig == signal.SIGINT and not agent.config.skip_leave_on_interrupt))
     if sig is not None and not graceful:
         log.info("Graceful shutdown disabled. Exiting")
@@ -127,10 +122,19 @@ async def _logged_reload(agent: Agent) -> None:
 
 def instrument(agent: Agent) -> None:
     metrics = agent.metrics
-    raft = agent.server.raft
-    metrics.add_source(lambda: catalog_gauges(agent.server.store))
     metrics.add_source(lambda: check_gauges(str(lc.check.status) for lc in agent.state.checks.values()))
     metrics.add_source(runtime_gauges)
+    metrics.add_source(lambda: [("serf.lan.members", {}, len(agent.membership.members()))])
+    if agent.logs is not None:
+        hub = agent.logs.hub
+        metrics.add_source(lambda: [("agent.monitor.dropped", {}, hub.dropped_total)], counter=True)
+    if agent.server is not None:
+        instrument_server(metrics, agent.server)
+
+
+def instrument_server(metrics: Metrics, server: CatalogServer) -> None:
+    raft = server.raft
+    metrics.add_source(lambda: catalog_gauges(server.store))
 
     def raft_gauges() -> Iterator[Gauge]:
         yield "raft.applied_index", {}, raft.applied_index()
@@ -138,9 +142,6 @@ def instrument(agent: Agent) -> None:
         yield "raft.state.is_leader", {}, 1.0 if raft.is_leader() else 0.0
 
     metrics.add_source(raft_gauges)
-    if agent.logs is not None:
-        hub = agent.logs.hub
-        metrics.add_source(lambda: [("agent.monitor.dropped", {}, hub.dropped_total)], counter=True)
 
     def on_commit(entries: int, seconds: float) -> None:
         metrics.incr("raft.apply", entries)

@@ -161,7 +161,8 @@ class SessionDriver:
         self._changed.clear()
         handle = self._server.fsm.sessions.watch([SESSIONS], lambda _i: self._changed.set())
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can swallow a cancel
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
         finally:
             handle.cancel()

@@ -53,10 +53,6 @@ async def self_info(request: web.Request) -> web.Response:
     return json_response(request, request.app[CONTEXT].self_info())
 
 
-async def members(request: web.Request) -> web.Response:
-    return json_response(request, request.app[CONTEXT].members())
-
-
 async def services(request: web.Request) -> web.Response:
     local = _local(request)
     items = {sid: _agent_service(request, d) for sid, d in sorted(local.state.services.items())}
@@ -226,7 +222,6 @@ async def host(request: web.Request) -> web.Response:
 
 def register_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/v1/agent/self", self_info)
-    router.add_get("/v1/agent/members", members)
     router.add_get("/v1/agent/services", services)
     router.add_get("/v1/agent/service/{id}", service)
     router.add_get("/v1/agent/health/service/name/{name}", health_by_name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -25,6 +26,12 @@ from agent.local.manager import LocalAgent
 from agent.server import CatalogServer
 from agent.sessions_driver import SessionDriver
 from checks.errors import CheckError, UnknownCheck
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from agent.http.members import GossipAccess
+    from agent.remote.servers import ServerPool
 
 log = logging.getLogger("waypost.http")
 
@@ -44,6 +51,9 @@ class HttpContext:
     responses: ReadCache = field(default_factory=ReadCache)
     sessions: SessionDriver | None = None  # session TTL timers and lock-delay (KV/session routes)
     events: EventRing = field(default_factory=EventRing)  # user events this agent received
+    gossip: GossipAccess | None = None  # the LAN gossip node (members, join, force-leave, keyring)
+    pool: ServerPool | None = None  # client agents: the servers requests are forwarded to
+    http_session: aiohttp.ClientSession | None = None  # client agents: shared with anti-entropy and DNS
 
 
 CONTEXT = web.AppKey("context", HttpContext)
@@ -92,13 +102,41 @@ async def root(request: web.Request) -> web.Response:
     return text_response("Waypost Agent: UI disabled. The HTTP API is under /v1/.\n")
 
 
-def build_app(ctx: HttpContext, *, max_body_bytes: int) -> web.Application:
-    from agent.http import agent_api, catalog, event, health, kv, operator, ops, session, snapshot, status, txn, watch
+def build_app(ctx: HttpContext, *, max_body_bytes: int, scope: str = "full") -> web.Application:
+    """`scope`: "full" (a server's client address: the whole API), "cluster" (a server's server
+    port: what client agents forward — catalog, health, KV, sessions, ... — never this server's own
+    agent endpoints) or "client" (a client agent: its own agent endpoints, the rest forwarded to a
+    server through `ctx.pool`)."""
+    from agent.http import (
+        agent_api,
+        catalog,
+        event,
+        health,
+        internal_dns,
+        kv,
+        members,
+        operator,
+        ops,
+        session,
+        snapshot,
+        status,
+        txn,
+        watch,
+    )
 
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     app[CONTEXT] = ctx
     app[MAX_BODY] = max_body_bytes
     app.router.add_get("/", root)
-    for module in (agent_api, catalog, health, ops, status, kv, session, txn, watch, operator, event, snapshot):
+    own = (agent_api, members, ops, event)
+    catalog_api = (catalog, health, status, kv, session, txn, watch, operator, snapshot, internal_dns)
+    modules = {"full": own + catalog_api, "cluster": catalog_api, "client": own}[scope]
+    for module in modules:
         module.register_routes(app.router)
+    if scope == "client":
+        from agent.remote.proxy import register_proxy_routes
+
+        assert ctx.pool is not None and ctx.http_session is not None
+        register_proxy_routes(app.router, ctx.pool, ctx.http_session, node_name=ctx.local.state.node.node,
+                              max_query_time=ctx.config.max_query_time)  # type: ignore[attr-defined]
     return app

@@ -136,9 +136,9 @@ async def _pump(request: web.Request, response: web.StreamResponse, capture: _Ca
             continue
         heartbeat_at = loop.time() + HEARTBEAT_SECONDS
         while not capture.woken.is_set() and not _gone(request) and loop.time() < heartbeat_at:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(capture.woken.wait(),
-                                       min(DISCONNECT_CHECK_SECONDS, heartbeat_at - loop.time()))
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can swallow a cancel
+                async with asyncio.timeout(min(DISCONNECT_CHECK_SECONDS, heartbeat_at - loop.time())):
+                    await capture.woken.wait()
         if _gone(request):
             return
         if not capture.woken.is_set():

@@ -15,6 +15,7 @@ Contract:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent.catalog.commands import Command, DeregisterCommand, RegisterCommand
@@ -136,9 +137,13 @@ class LocalState:
                 self._dirty.checks.add(local.check.check_id)
 
     # --- anti-entropy planning ---
-    def adopt_tag_overrides(self, remote: RemoteNode) -> None:
-        """EnableTagOverride: tags changed in the catalog by others become the local tags."""
+    def adopt_tag_overrides(self, remote: RemoteNode, keep: Iterable[str] = ()) -> None:
+        """EnableTagOverride: tags changed in the catalog by others become the local tags, except
+        for the services in `keep` (changed locally since the last sync: ours are newer)."""
+        keep = set(keep)
         for service_id, definition in self.services.items():
+            if service_id in keep:
+                continue
             theirs = remote.services.get(service_id)
             if (definition.service.enable_tag_override and theirs is not None
                     and theirs.tags != definition.service.tags):
@@ -156,14 +161,16 @@ class LocalState:
         check_ids = set(self.checks) | set(remote.checks) if scope is None else scope.checks
         stale_checks: dict[str, HealthCheck] = {}
         gone_checks: list[str] = []
+        gone_services = {sid for sid in service_ids if sid not in self.services and sid in remote.services
+                         and sid not in FOREIGN_SERVICE_IDS}
         for check_id in sorted(check_ids):
             local, theirs = self.checks.get(check_id), remote.checks.get(check_id)
             if local is not None:
                 if theirs is None or not theirs.same_state(local.check):
                     stale_checks[check_id] = local.check
             elif theirs is not None and check_id not in FOREIGN_CHECK_IDS \
-                    and theirs.service_id not in FOREIGN_SERVICE_IDS:
-                gone_checks.append(check_id)
+                    and theirs.service_id not in FOREIGN_SERVICE_IDS and theirs.service_id not in gone_services:
+                gone_checks.append(check_id)  # (a deregistered service takes its checks with it)
         for service_id in sorted(service_ids):
             definition, theirs = self.services.get(service_id), remote.services.get(service_id)
             if definition is not None:

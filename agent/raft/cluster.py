@@ -74,6 +74,7 @@ class ClusterSettings:
     single: bool = True
     raft_multiplier: int = 5
     hold_timeout: float = 7.0
+    listen: bool = True          # False: the agent's server-port listener (agent.rpc) feeds serve_inbound
 
 
 class RaftCluster:
@@ -137,12 +138,38 @@ class RaftCluster:
                 return sid
         return ""
 
+    def bound(self, port: int) -> None:
+        """The server port was bound (to `port`, maybe ephemeral): advertise that one."""
+        host = self.settings.address.rpartition(":")[0]
+        self.settings.port = port
+        self.settings.address = f"{host}:{port}"
+        if self.transport is not None:
+            self.transport.address = self.settings.address
+
+    def readmit(self, server_id: str) -> None:
+        """A server removed here came back (it rejoined the gossip pool): the leader may add it again."""
+        self._removed.discard(server_id)
+
+    def add_server(self, address: str) -> None:
+        """Another server's server port, learnt from gossip: exchange HELLOs with it."""
+        if self.transport is not None and address != self.settings.address and address not in self.settings.join:
+            self.settings.join.append(address)
+            self.transport.connect(address)
+
+    async def serve_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A Raft connection accepted by the agent's server-port listener."""
+        if self.transport is None:
+            writer.close()
+            return
+        await self.transport.serve(reader, writer)
+
     # --- running ---
     async def run(self) -> None:
         if self.transport is None:
             await self.node.run()
             return
-        await self.transport.listen(self.settings.bind_host, self.settings.port)
+        if self.settings.listen:
+            await self.transport.listen(self.settings.bind_host, self.settings.port)
         for address in self.settings.join:
             self.transport.connect(address)
         async with asyncio.TaskGroup() as group:

@@ -149,7 +149,7 @@ class Transport:
 
     # --- serving ---
     async def listen(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        self._server = await asyncio.start_server(self.serve, host, port, reuse_address=True)
         return self._server.sockets[0].getsockname()[1]
 
     async def run(self) -> None:
@@ -171,7 +171,8 @@ class Transport:
             writer.close()
         self._inbound.clear()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One inbound connection, until it closes or sends a malformed frame."""
         self._inbound.add(writer)
         src = ""
         try:

@@ -1,7 +1,8 @@
 """Real `waypost agent` processes on loopback for integration tests.
 
-Each agent listens on ephemeral ports (`-http-port 0 -dns-port 0`); the harness learns them from
-the startup banner, which it reads from a log file with a deadline (no sleeps to "let it start").
+Each agent listens on ephemeral ports (`-http-port 0 -dns-port 0 -server-port 0 -serf-lan-port 0`,
+unless the test passes its own); the harness learns them from the startup banner, which it reads
+from a log file with a deadline (no sleeps to "let it start").
 Agents are stopped by the PID the harness started, never by name.
 """
 
@@ -20,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BANNER = re.compile(r"Client Addr: \[(?P<addr>[^\]]+)\] \(HTTP: (?P<http>-?\d+), DNS: (?P<dns>-?\d+)\)")
+BANNER = re.compile(r"Client Addr: \[(?P<addr>[^\]]+)\] \(HTTP: (?P<http>-?\d+), DNS: (?P<dns>-?\d+)\)\n"
+                    r"\s*Cluster Addr: (?P<cluster>\S+) \(LAN: (?P<lan>-?\d+), WAN: -?\d+"
+                    r"(?:, Server: (?P<server>\d+))?\)")
 
 
 @dataclass
@@ -40,11 +43,16 @@ class Reply:
 class AgentProcess:
     def __init__(self, workdir: Path, *args: str, dev: bool = True) -> None:
         self.workdir = workdir
-        self.args = (["-dev"] if dev else []) + ["-http-port", "0", "-dns-port", "0", *args]
+        self.args = ((["-dev"] if dev else []) + ["-http-port", "0", "-dns-port", "0", "-server-port", "0",
+                                                  "-serf-lan-port", "0", *args])
         self.log_path = workdir / f"agent-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen | None = None
         self.http_port = 0
         self.dns_port = 0
+        self.serf_port = 0    # gossip (LAN) port: what other agents -join / -retry-join
+        self.server_port = 0  # servers only
+        self.host = "127.0.0.1"  # the client address HTTP and DNS listen on
+        self.cluster_addr = "127.0.0.1"
         self.startup_seconds = 0.0
 
     def start(self, timeout: float = 20.0) -> AgentProcess:
@@ -58,6 +66,9 @@ class AgentProcess:
             match = BANNER.search(self.log_path.read_text(errors="replace"))
             if match:
                 self.http_port, self.dns_port = int(match["http"]), int(match["dns"])
+                self.serf_port, self.server_port = int(match["lan"]), int(match["server"] or 0)
+                self.host = "127.0.0.1" if match["addr"] in ("0.0.0.0", "::") else match["addr"]
+                self.cluster_addr = match["cluster"]
                 self.startup_seconds = time.monotonic() - started
                 return self
             if self.proc.poll() is not None:
@@ -71,7 +82,11 @@ class AgentProcess:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def serf_addr(self) -> str:
+        return f"{self.cluster_addr}:{self.serf_port}"
 
     def request(self, method: str, path: str, body: object = None, *, raw: bytes | None = None,
                 timeout: float = 30.0) -> Reply:

@@ -20,7 +20,8 @@ def test_dev_agent_starts_fast_with_consul_like_catalog(dev_agent: AgentProcess)
     checks = dev_agent.get("/v1/health/node/itest").json()
     serf = [c for c in checks if c["CheckID"] == "serfHealth"]
     assert serf and serf[0]["Status"] == "passing" and serf[0]["Name"] == "Serf Health Status"
-    assert dev_agent.get("/v1/status/leader").json().endswith(":8300")
+    assert dev_agent.get("/v1/status/leader").json() == f"127.0.0.1:{dev_agent.server_port}"
+    assert dev_agent.get("/v1/catalog/service/consul").json()[0]["ServicePort"] == dev_agent.server_port
     assert dev_agent.get("/v1/catalog/datacenters").json() == ["dc1"]
     self_info = dev_agent.get("/v1/agent/self").json()
     assert self_info["Config"]["Datacenter"] == "dc1" and self_info["Config"]["NodeName"] == "itest"

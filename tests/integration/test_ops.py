@@ -108,10 +108,26 @@ def test_bootstrap_server_notifies_ready(start_agent, notify: NotifySocket, tmp_
     assert accepts(agent.http_port) and accepts(agent.dns_port)
 
 
-def test_client_mode_is_refused_and_never_ready(notify: NotifySocket, tmp_path: Path) -> None:
-    agent = AgentProcess(tmp_path, "-data-dir", str(tmp_path / "data"), dev=False)
+def test_client_agent_notifies_ready_after_joining(start_agent, notify: NotifySocket, tmp_path: Path) -> None:
+    server = start_agent("-node", "srv")
+    while notify.read(0.2) is not None:  # the server's own notifications
+        pass
+    notify.messages.clear()
+    client = start_agent("-node", "cli", "-data-dir", str(tmp_path / "client"), "-join", server.serf_addr, dev=False)
+    _, pid, ready = notify.wait_for("READY=1")
+    assert pid == client.proc.pid and "client, 1 known server" in ready, ready
+    assert accepts(client.http_port) and accepts(client.dns_port)
+
+
+def test_client_that_cannot_join_exits_and_is_never_ready(notify: NotifySocket, tmp_path: Path) -> None:
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # a port nobody listens on
+    port = dead.getsockname()[1]
+    dead.close()
+    agent = AgentProcess(tmp_path, "-data-dir", str(tmp_path / "data"), "-join", f"127.0.0.1:{port}", dev=False)
     with pytest.raises(RuntimeError, match="exited with 1"):
         agent.start()
+    assert "Failed to join" in agent.log()
     while notify.read(0.2) is not None:
         pass
     assert not any(m[2].startswith("READY=1") for m in notify.messages), notify.messages

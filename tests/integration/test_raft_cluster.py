@@ -20,13 +20,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_args(tmp_path: Path, i: int, ports: list[int]) -> tuple[str, ...]:
+def server_args(tmp_path: Path, i: int, ports: list[int], serf_ports: list[int]) -> tuple[str, ...]:
+    """Server i on fixed server and gossip ports (a restart keeps its addresses), retry-joining the
+    others' gossip ports."""
     joins: list[str] = []
-    for j, port in enumerate(ports):
+    for j, port in enumerate(serf_ports):
         if j != i:
-            joins += ["-retry-join", f"127.0.0.1:{port}"]
+            joins += ["-retry-join", f"127.0.0.1:{port}", "-retry-interval", "1s"]
     return ("-server", "-bootstrap-expect", "3", "-data-dir", str(tmp_path / NAMES[i]), "-node", NAMES[i],
-            "-bind", "127.0.0.1", "-server-port", str(ports[i]), *joins)
+            "-bind", "127.0.0.1", "-server-port", str(ports[i]), "-serf-lan-port", str(serf_ports[i]), *joins)
 
 
 def leader_of(agent: AgentProcess) -> str:
@@ -58,8 +60,8 @@ def db_ids(agent: AgentProcess) -> set[str]:
 
 
 def test_three_servers_elect_replicate_fail_over_and_catch_up(tmp_path: Path) -> None:
-    ports = [free_port() for _ in NAMES]
-    agents = [AgentProcess(tmp_path, *server_args(tmp_path, i, ports), dev=False) for i in range(3)]
+    ports, serf_ports = [free_port() for _ in NAMES], [free_port() for _ in NAMES]
+    agents = [AgentProcess(tmp_path, *server_args(tmp_path, i, ports, serf_ports), dev=False) for i in range(3)]
     try:
         for agent in agents:
             agent.start()
@@ -96,7 +98,7 @@ def test_three_servers_elect_replicate_fail_over_and_catch_up(tmp_path: Path) ->
         for agent in rest:
             agent.wait_for(lambda a=agent: acked <= db_ids(a), what="all acknowledged writes")
 
-        agents[old] = AgentProcess(tmp_path, *server_args(tmp_path, old, ports), dev=False).start()
+        agents[old] = AgentProcess(tmp_path, *server_args(tmp_path, old, ports, serf_ports), dev=False).start()
         agents[old].wait_for(lambda: acked <= db_ids(agents[old]), timeout=20, what="catch-up")
         assert wait_leader(agents) == new_leader
         assert register(agents[old], "after-restart") == 200
@@ -131,8 +133,9 @@ def operator_surface(agents: list[AgentProcess], ports: list[int]) -> None:
 
 
 def test_a_fourth_server_joins_and_a_follower_is_removed_while_writes_run(tmp_path: Path) -> None:
-    ports = [free_port() for _ in range(4)]
-    agents = [AgentProcess(tmp_path, *server_args(tmp_path, i, ports[:3]), dev=False) for i in range(3)]
+    ports, serf_ports = [free_port() for _ in range(4)], [free_port() for _ in range(4)]
+    agents = [AgentProcess(tmp_path, *server_args(tmp_path, i, ports[:3], serf_ports[:3]), dev=False)
+              for i in range(3)]
     acked: list[str] = []
     stop = threading.Event()
 
@@ -151,7 +154,8 @@ def test_a_fourth_server_joins_and_a_follower_is_removed_while_writes_run(tmp_pa
         thread = threading.Thread(target=writer, args=(agents[lead],), daemon=True)
         thread.start()
         fourth = AgentProcess(tmp_path, "-server", "-data-dir", str(tmp_path / "s4"), "-node", "s4", "-bind",
-                              "127.0.0.1", "-server-port", str(ports[3]), "-retry-join", leader, dev=False).start()
+                              "127.0.0.1", "-server-port", str(ports[3]), "-retry-join", agents[lead].serf_addr,
+                              dev=False).start()
         agents.append(fourth)
         agents[lead].wait_for(lambda: len(agents[lead].get("/v1/status/peers").json()) == 4,  # type: ignore[arg-type]
                               what="the fourth server to become a voter")
@@ -177,8 +181,8 @@ def test_a_fourth_server_joins_and_a_follower_is_removed_while_writes_run(tmp_pa
 def test_outage_recovery_with_peers_json(tmp_path: Path) -> None:
     """Two of three servers are lost for good: the survivor restarts with raft/peers.json naming only
     itself, becomes the leader and keeps every acknowledged write."""
-    ports = [free_port() for _ in NAMES]
-    agents = [AgentProcess(tmp_path, *server_args(tmp_path, i, ports), dev=False) for i in range(3)]
+    ports, serf_ports = [free_port() for _ in NAMES], [free_port() for _ in NAMES]
+    agents = [AgentProcess(tmp_path, *server_args(tmp_path, i, ports, serf_ports), dev=False) for i in range(3)]
     try:
         for agent in agents:
             agent.start()
@@ -189,7 +193,7 @@ def test_outage_recovery_with_peers_json(tmp_path: Path) -> None:
             agent.stop(kill=True)
         (tmp_path / "s1" / "raft" / "peers.json").write_text(
             f'[{{"id": "s1", "address": "127.0.0.1:{ports[0]}"}}]')
-        agents[0] = AgentProcess(tmp_path, *server_args(tmp_path, 0, ports), dev=False).start()
+        agents[0] = AgentProcess(tmp_path, *server_args(tmp_path, 0, ports, serf_ports), dev=False).start()
         assert wait_leader(agents[:1]) == f"127.0.0.1:{ports[0]}"
         assert register(agents[0], "after-outage") == 200
         assert {"before-outage", "after-outage"} <= db_ids(agents[0])

@@ -19,14 +19,3 @@ def test_acknowledged_writes_survive_kill_9(start_agent, tmp_path: Path) -> None
     assert sorted(r["ServiceID"] for r in rows) == sorted(f"db-{i}" for i in range(20))
     node_id = again.get("/v1/agent/self").json()["Config"]["NodeID"]
     assert (data / "node-id").read_text().strip() == node_id
-
-
-def test_client_mode_is_refused_with_a_clear_message(tmp_path: Path) -> None:
-    from tests.integration.harness import AgentProcess
-
-    agent = AgentProcess(tmp_path, "-data-dir", str(tmp_path / "d"), dev=False)
-    try:
-        agent.start(timeout=15)
-        raise AssertionError("client mode should not start yet")
-    except RuntimeError as exc:
-        assert "client agents" in str(exc)

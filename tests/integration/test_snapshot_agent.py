@@ -151,8 +151,8 @@ def test_kv_export_import_round_trip(dev_agent: AgentProcess, tmp_path: Path) ->
 def test_restore_through_a_follower_reaches_every_server(tmp_path: Path) -> None:
     from tests.integration.test_raft_cluster import free_port, server_args, wait_leader
 
-    ports = [free_port() for _ in range(3)]
-    agents = [AgentProcess(tmp_path, *server_args(tmp_path, i, ports), dev=False) for i in range(3)]
+    ports, serf_ports = [free_port() for _ in range(3)], [free_port() for _ in range(3)]
+    agents = [AgentProcess(tmp_path, *server_args(tmp_path, i, ports, serf_ports), dev=False) for i in range(3)]
     try:
         for agent in agents:
             agent.start()

@@ -77,9 +77,9 @@ def test_flag_errors(argv, message):
 
 def test_consul_only_flags_warn_and_consume_their_value(tmp_path):
     loaded = load(tmp_path, "-grpc-port", "8502", "-rejoin", "-syslog", "-node-id=x", "-server")
-    assert loaded.config.server is True
+    assert loaded.config.server is True and loaded.config.rejoin_after_leave is True
     assert loaded.warnings == [f"flag -{f} is not supported by waypost and is ignored"
-                               for f in ("grpc-port", "rejoin", "syslog", "node-id")]
+                               for f in ("grpc-port", "syslog", "node-id")]
 
 
 def test_dev_defaults():

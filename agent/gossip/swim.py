@@ -1,0 +1,475 @@
+"""The SWIM membership core, modelled on hashicorp/memberlist + Lifeguard (pure, layer 1).
+
+Contract:
+- `Swim` never reads a clock, sleeps, sends or draws module-level randomness: the driver passes
+  `now` and an injected `random.Random`, and sends the returned `Outgoing` packets. `tick(now)` must
+  be called at `next_deadline()` at the latest; calling it earlier is harmless.
+- `receive(payload, source, now, stream=)` takes one packet or frame; malformed input is counted in
+  `stats["malformed"]` and dropped, never raised.
+- Failure detection: one probe per (awareness-scaled) probe interval in randomized round-robin
+  order; ping → ack within probe_timeout, else indirect pings through `indirect_checks` members
+  (with nacks); no ack by the end of the round → SUSPECT with a Lifeguard suspicion timeout that
+  shrinks with independent confirmations → DEAD. A member hearing itself suspected or dead refutes
+  with a higher incarnation. Pings to a SUSPECT member carry the suspicion (Lifeguard's buddy
+  system); a member hearing an accusation it already refuted answers the sender with its Alive.
+- Dissemination: every state change is queued as a transmit-limited broadcast (retransmit_mult ×
+  ceil(log10(n + 1))) and piggybacked on pings/acks and on gossip packets sent every gossip_interval
+  to gossip_nodes members (recently dead ones too); full-state push-pull over a stream periodically
+  (memberlist's log-scaled interval), on join and on reconnect attempts to DEAD members. Unlike
+  memberlist, a join reply schedules one more push-pull with the same member a dissemination round
+  later, so members that joined just after us are learnt in seconds, not at the next push-pull.
+- Membership lifetime: DEAD members are reaped after reconnect_timeout, LEFT after
+  tombstone_timeout. Events (`take_events`): join, update, failed, leave, reap (also for ourselves).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+from agent.gossip.broadcast import PART_OVERHEAD, BroadcastQueue, retransmit_limit
+from agent.gossip.config import ENVELOPE_RESERVE, MemberEvent, Outgoing, SwimConfig
+from agent.gossip.messages import (
+    ALIVE_TAG,
+    Ack,
+    Alive,
+    Compound,
+    Dead,
+    IndirectPing,
+    MalformedMessage,
+    Member,
+    MemberState,
+    Nack,
+    NodeState,
+    Ping,
+    PushPull,
+    Suspect,
+    compound_overhead,
+    decode,
+    encode,
+    encode_compound,
+    from_record,
+    unpack_record,
+)
+from agent.gossip.probe import Prober
+from agent.gossip.suspicion import Suspicion, suspicion_timeout
+from agent.gossip.table import LIVE, MemberRecord, MemberTable
+
+__all__ = ["MemberEvent", "Outgoing", "Swim", "SwimConfig"]
+
+ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
+_STATS = ("probes", "acks", "indirect_probes", "nacks_sent", "nacks_received", "suspicions", "refutes",
+          "failed", "malformed", "misdirected", "conflicts", "push_pulls", "reconnects", "gossip_packets",
+          "packets_out", "bytes_out", "packets_in", "bytes_in")
+
+
+class Swim:
+    def __init__(self, name: str, address: str, port: int, tags: Mapping[str, str], config: SwimConfig,
+                 rng: random.Random, now: float) -> None:
+        self.name = name
+        self.config = config
+        self.rng = rng
+        self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
+        self._me = MemberRecord(name, address, port, tags, 1, ALIVE, now)
+        self._table = MemberTable(self._me, rng)
+        self._nodes = self._table.nodes
+        self._queue = BroadcastQueue(config.udp_payload_max - ENVELOPE_RESERVE - compound_overhead(1) - PART_OVERHEAD)
+        self._suspicions: dict[str, Suspicion] = {}
+        self._timers: list[tuple[float, int, str, str, float]] = []   # (when, n, kind, name, stamp)
+        self._timer_n = 0
+        self._prober = Prober(self._table, config, rng, self.stats, now)
+        self._events: list[MemberEvent] = [MemberEvent("join", self._me.view())]
+        self._leaving = False
+        self._budget = config.udp_payload_max - ENVELOPE_RESERVE
+        self._next_gossip = now + rng.uniform(0, config.gossip_interval)
+        self._next_push_pull = now + rng.uniform(0.5, 1.0) * config.push_pull_interval
+        self._next_reconnect = now + config.reconnect_interval
+        self._follow_up = ""                    # the member we joined through: one more push-pull soon
+
+    # --- public API -----------------------------------------------------------------------------
+
+    @property
+    def health_score(self) -> int:
+        return self._prober.awareness.score
+
+    def members(self) -> list[Member]:
+        return [n.view() for n in self._nodes.values()]
+
+    def member(self, name: str) -> Member | None:
+        node = self._nodes.get(name)
+        return node.view() if node else None
+
+    def pending_broadcasts(self) -> int:
+        """Broadcasts still queued for (re)transmission (0 in a quiet cluster)."""
+        return len(self._queue)
+
+    def take_events(self) -> list[MemberEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def join(self, addresses: Iterable[str], now: float) -> list[Outgoing]:
+        payload = encode(PushPull(True, False, self._states()))
+        out = [Outgoing(a, payload, stream=True, expect_reply=True) for a in addresses]
+        self._count_out(out)
+        return out
+
+    def leave(self, now: float) -> list[Outgoing]:
+        if self._leaving:
+            return []
+        self._leaving = True
+        self._prober.stop()
+        me = self._me
+        me.incarnation += 1
+        self._table.set_state(me, LEFT, now)
+        self._queue.queue(self.name, encode(Dead(self.name, me.incarnation, self.name, True)))
+        self._events.append(MemberEvent("leave", me.view()))
+        out: list[Outgoing] = []
+        self._gossip(now, out)
+        self._next_gossip = now + self.config.gossip_interval
+        return self._count_out(out)
+
+    def left_broadcast_done(self) -> bool:
+        return self.name not in self._queue or self._table.others_live() <= 0
+
+    def force_leave(self, name: str, now: float, *, prune: bool = False) -> bool:
+        node = self._nodes.get(name)
+        if node is None or node is self._me:
+            return False
+        if node.state == DEAD:
+            self._on_dead(Dead(name, node.incarnation, self.name, True), None, now)
+        if prune and node.state == LEFT:
+            self._remove(node)
+        return True
+
+    def set_tags(self, tags: Mapping[str, str], now: float) -> None:
+        me = self._me
+        me.tags = MappingProxyType(dict(tags))
+        me.incarnation += 1
+        me.touch()
+        if not self._leaving:
+            self._queue.queue(self.name, self._alive_payload())
+        self._events.append(MemberEvent("update", me.view()))
+
+    def next_deadline(self) -> float:
+        d = min(self._next_push_pull, self._next_reconnect, self._prober.deadline())
+        if self._timers:
+            d = min(d, self._timers[0][0])
+        if self._queue:
+            d = min(d, self._next_gossip)
+        return d
+
+    def tick(self, now: float) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, key, stamp = heapq.heappop(timers)
+            self._fire(kind, key, stamp, now, out)
+        failed = self._prober.tick(now, self._send, out)
+        node = self._nodes.get(failed) if failed else None
+        if node is not None and node.state in LIVE:
+            self._on_suspect(Suspect(node.name, node.incarnation, self.name), None, now)
+        if now >= self._next_gossip:
+            self._gossip(now, out)
+            nxt = self._next_gossip + self.config.gossip_interval
+            self._next_gossip = nxt if nxt > now else now + self.config.gossip_interval
+        if now >= self._next_push_pull:
+            self._next_push_pull = now + self._push_pull_interval()
+            self._push_pull(now, out)
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + self.config.reconnect_interval
+            self._reconnect(out)
+        return self._count_out(out)
+
+    def receive(self, payload: bytes, source: str, now: float, *, stream: bool = False) -> list[Outgoing]:
+        self.stats["packets_in"] += 1
+        self.stats["bytes_in"] += len(payload)
+        out: list[Outgoing] = []
+        try:
+            msg = decode(payload)
+        except MalformedMessage:
+            self.stats["malformed"] += 1
+            return out
+        if isinstance(msg, Compound):
+            for part in msg.parts:
+                try:
+                    rec = unpack_record(part)
+                    if self._stale_alive(rec):
+                        continue
+                    inner = from_record(rec)
+                except MalformedMessage:
+                    self.stats["malformed"] += 1
+                    continue
+                if isinstance(inner, Compound):
+                    self.stats["malformed"] += 1
+                    continue
+                self._handle(inner, part, source, now, stream, out)
+        else:
+            self._handle(msg, payload, source, now, stream, out)
+        return self._count_out(out)
+
+    # --- message handling -----------------------------------------------------------------------
+
+    def _stale_alive(self, rec: object) -> bool:
+        """Fast path: an Alive record about a known member, no newer than what we hold, same address
+        (most gossip during a join storm) is dropped before it is validated and built."""
+        if type(rec) is not list or len(rec) != 6 or rec[0] != ALIVE_TAG or type(rec[1]) is not str:
+            return False
+        node = self._nodes.get(rec[1])
+        return (node is not None and node is not self._me and type(rec[4]) is int and rec[4] <= node.incarnation
+                and rec[2] == node.address and rec[3] == node.port)
+
+    def _handle(self, msg: object, raw: bytes, source: str, now: float, stream: bool, out: list[Outgoing]) -> None:
+        if isinstance(msg, Alive):
+            self._on_alive(msg, raw, now)
+        elif isinstance(msg, Ping):
+            if msg.target and msg.target != self.name:
+                self.stats["misdirected"] += 1
+                return
+            self._send(msg.source_addr or source, encode(Ack(msg.seq, self.name)), out)
+        elif isinstance(msg, Ack):
+            self._prober.on_ack(msg.seq, self._send, out)
+        elif isinstance(msg, Suspect):
+            self._correct_stale_rumor(msg, source, stream, out)
+            self._on_suspect(msg, raw, now)
+        elif isinstance(msg, Dead):
+            self._correct_stale_rumor(msg, source, stream, out)
+            self._on_dead(msg, raw, now)
+        elif isinstance(msg, IndirectPing):
+            self._prober.on_indirect(msg, source, now, self._send, out)
+        elif isinstance(msg, Nack):
+            self._prober.on_nack(msg.seq)
+        elif isinstance(msg, PushPull):
+            self._merge(msg.states, source, now)
+            if msg.reply and msg.join:
+                self._follow_up_push_pull(source, now)
+            if not msg.reply and stream:
+                out.append(Outgoing("", encode(PushPull(msg.join, True, self._states())), stream=True, reply=True))
+
+    def _correct_stale_rumor(self, msg: Suspect | Dead, source: str, stream: bool, out: list[Outgoing]) -> None:
+        """Someone still gossips an accusation against us that we already refuted: it missed our
+        refutation, so answer it directly with our current Alive (not memberlist; see the sim tests)."""
+        if msg.name == self.name and msg.incarnation < self._me.incarnation and not stream and not self._leaving:
+            self._send(source, self._alive_payload(), out)
+
+    def _on_alive(self, a: Alive, raw: bytes | None, now: float) -> None:
+        if a.name == self.name:
+            me = self._me
+            if self._leaving:
+                return
+            if a.incarnation > me.incarnation or (
+                    a.incarnation == me.incarnation and (a.address, a.port, a.tags) != (me.address, me.port, me.tags)):
+                self._refute(a.incarnation)
+            return
+        node = self._nodes.get(a.name)
+        if node is None:
+            node = MemberRecord(a.name, a.address, a.port, a.tags, a.incarnation, ALIVE, now)
+            self._table.add(node)
+            self._broadcast(a.name, raw, a)
+            self._events.append(MemberEvent("join", node.view()))
+            return
+        moved = node.address != a.address or node.port != a.port
+        if moved:
+            reclaim = self.config.dead_node_reclaim
+            if node.state in LIVE or (node.state == DEAD and (reclaim <= 0 or now - node.state_changed < reclaim)):
+                self.stats["conflicts"] += 1
+                return
+        elif a.incarnation <= node.incarnation:
+            return
+        old_state, old_tags = node.state, node.tags
+        node.incarnation = a.incarnation
+        if moved:
+            node.move(a.address, a.port)
+        if a.tags != old_tags:
+            node.tags = MappingProxyType(dict(a.tags))
+        self._suspicions.pop(a.name, None)
+        if old_state != ALIVE:
+            self._table.set_state(node, ALIVE, now)
+        else:
+            node.touch()
+        self._broadcast(a.name, raw, a)
+        if old_state in (DEAD, LEFT):
+            self._events.append(MemberEvent("join", node.view()))
+        elif moved or a.tags != old_tags:
+            self._events.append(MemberEvent("update", node.view()))
+
+    def _on_suspect(self, s: Suspect, raw: bytes | None, now: float) -> None:
+        node = self._nodes.get(s.name)
+        if node is None or s.incarnation < node.incarnation:
+            return
+        if node is self._me:
+            if not self._leaving:
+                self._refute(s.incarnation)
+            return
+        if node.state == SUSPECT:
+            sus = self._suspicions.get(s.name)
+            if sus is not None and sus.confirm(s.source):
+                self._add_timer(sus.deadline, "suspect", s.name, float(sus.incarnation))
+                self._broadcast(s.name, raw, s)
+            return
+        if node.state != ALIVE:
+            return
+        node.incarnation = s.incarnation
+        self._table.set_state(node, SUSPECT, now)
+        n = self._table.live
+        k = self.config.suspicion_mult - 2
+        if n - 2 < k:
+            k = 0
+        lo = suspicion_timeout(self.config.suspicion_mult, n, self.config.probe_interval)
+        sus = Suspicion(s.source, s.incarnation, now, k, lo, lo * self.config.suspicion_max_timeout_mult)
+        self._suspicions[s.name] = sus
+        self._add_timer(sus.deadline, "suspect", s.name, float(s.incarnation))
+        self.stats["suspicions"] += 1
+        self._broadcast(s.name, raw, s)
+
+    def _on_dead(self, d: Dead, raw: bytes | None, now: float) -> None:
+        node = self._nodes.get(d.name)
+        if node is None or d.incarnation < node.incarnation:
+            return
+        if node is self._me:
+            if not self._leaving:
+                self._refute(d.incarnation)
+            return
+        if node.state == LEFT or (node.state == DEAD and not d.left):
+            return
+        node.incarnation = d.incarnation
+        self._suspicions.pop(d.name, None)
+        new = LEFT if d.left else DEAD
+        self._table.set_state(node, new, now)
+        self._broadcast(d.name, raw, d)
+        if new == DEAD:
+            self.stats["failed"] += 1
+        self._events.append(MemberEvent("leave" if d.left else "failed", node.view()))
+        timeout = self.config.tombstone_timeout if d.left else self.config.reconnect_timeout
+        self._add_timer(now + timeout, "reap", d.name, now)
+
+    def _refute(self, accused: int) -> None:
+        me = self._me
+        me.incarnation = max(me.incarnation, accused) + 1
+        me.touch()
+        self._queue.queue(self.name, self._alive_payload())
+        self._prober.awareness.apply(1)
+        self.stats["refutes"] += 1
+
+    def _merge(self, states: Iterable[NodeState], source: str, now: float) -> None:
+        self.stats["push_pulls"] += 1
+        for st in states:
+            if st.state == ALIVE or (st.state == SUSPECT and st.name not in self._nodes):
+                self._on_alive(Alive(st.name, st.address, st.port, st.incarnation, st.tags), None, now)
+            if st.state == LEFT:
+                self._on_dead(Dead(st.name, st.incarnation, st.name, True), None, now)
+            elif st.state != ALIVE:
+                # a remote DEAD verdict only makes us suspect: our own probes decide
+                self._on_suspect(Suspect(st.name, st.incarnation, source), None, now)
+
+    # --- periodic work --------------------------------------------------------------------------
+
+    def _fire(self, kind: str, name: str, stamp: float, now: float, out: list[Outgoing]) -> None:
+        if kind == "suspect":
+            sus = self._suspicions.get(name)
+            node = self._nodes.get(name)
+            if (sus is None or node is None or node.state != SUSPECT or sus.incarnation != int(stamp)
+                    or now < sus.deadline):
+                return
+            self._on_dead(Dead(name, node.incarnation, self.name), None, now)
+        elif kind == "reap":
+            node = self._nodes.get(name)
+            if node is not None and node.state in (DEAD, LEFT) and node.state_changed == stamp:
+                self._remove(node)
+
+    def _gossip(self, now: float, out: list[Outgoing]) -> None:
+        if not self._queue:
+            return
+        dead_window = self.config.gossip_to_the_dead
+        targets = self._table.random_nodes(self.config.gossip_nodes,
+                                     lambda n: n.state in LIVE or now - n.state_changed < dead_window)
+        limit = self._retransmit_limit()
+        budget = self._budget - compound_overhead(0)
+        for i, target in enumerate(targets):
+            if i == 0:
+                out.extend(Outgoing(target.addr, p, stream=True) for p in self._queue.take_oversized(limit))
+            parts = self._queue.take(budget, limit)
+            if not parts:
+                break
+            self.stats["gossip_packets"] += 1
+            out.append(Outgoing(target.addr, encode_compound(parts)))
+
+    def _push_pull(self, now: float, out: list[Outgoing]) -> None:
+        if self._leaving:
+            return
+        follow_up, self._follow_up = self._follow_up, ""
+        peers = [] if follow_up else self._table.random_nodes(1, lambda n: n.state == ALIVE)
+        if follow_up or peers:
+            payload = encode(PushPull(False, False, self._states()))
+            out.append(Outgoing(follow_up or peers[0].addr, payload, stream=True, expect_reply=True))
+
+    def _reconnect(self, out: list[Outgoing]) -> None:
+        if self._leaving:
+            return
+        dead = self._table.with_state(DEAD)
+        if dead:
+            self.stats["reconnects"] += 1
+            peer = dead[self.rng.randrange(len(dead))]
+            out.append(Outgoing(peer.addr, encode(PushPull(True, False, self._states())), stream=True,
+                                expect_reply=True))
+
+    def _follow_up_push_pull(self, peer: str, now: float) -> None:
+        """After a join, exchange state once more with the member we joined through, one dissemination
+        round later: members that joined through it just after us would otherwise reach us only by
+        gossip sent while nobody knew us yet, or at the next (log-scaled, minutes-long) push-pull."""
+        rounds = self._retransmit_limit() / self.config.gossip_nodes
+        delay = self.rng.uniform(1.0, 2.0) * rounds * self.config.gossip_interval
+        if now + delay < self._next_push_pull:
+            self._next_push_pull = now + delay
+            self._follow_up = peer
+
+    def _push_pull_interval(self) -> float:
+        """memberlist pushPullScale: above 32 members, stretch by ceil(log2(n) - log2(32)) + 1."""
+        n = self._table.live
+        interval = self.config.push_pull_interval
+        if n <= 32:
+            return interval
+        return interval * (math.ceil(math.log2(n) - 5.0) + 1)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _send(self, addr: str, msg: bytes, out: list[Outgoing], extra: tuple[bytes, ...] = ()) -> None:
+        if len(msg) > self._budget:
+            out.append(Outgoing(addr, msg, stream=True))
+            return
+        parts = [msg, *extra]
+        if self._queue:
+            room = self._budget - compound_overhead(len(parts)) - sum(len(p) for p in parts)
+            parts.extend(self._queue.take(room, self._retransmit_limit()))
+        out.append(Outgoing(addr, encode_compound(parts)))
+
+    def _count_out(self, out: list[Outgoing]) -> list[Outgoing]:
+        if out:
+            self.stats["packets_out"] += len(out)
+            self.stats["bytes_out"] += sum(len(o.payload) for o in out)
+        return out
+
+    def _broadcast(self, name: str, raw: bytes | None, msg: Alive | Suspect | Dead) -> None:
+        self._queue.queue(name, raw if raw is not None else encode(msg))
+
+    def _alive_payload(self) -> bytes:
+        me = self._me
+        return encode(Alive(me.name, me.address, me.port, me.incarnation, me.tags))
+
+    def _states(self) -> tuple[NodeState, ...]:
+        return self._table.states()
+
+    def _retransmit_limit(self) -> int:
+        return retransmit_limit(self.config.retransmit_mult, self._table.live)
+
+    def _add_timer(self, when: float, kind: str, name: str, stamp: float) -> None:
+        self._timer_n += 1
+        heapq.heappush(self._timers, (when, self._timer_n, kind, name, stamp))
+
+    def _remove(self, node: MemberRecord) -> None:
+        self._table.remove(node)
+        self._suspicions.pop(node.name, None)
+        self._queue.discard(node.name)
+        self._events.append(MemberEvent("reap", node.view()))
