@@ -22,23 +22,23 @@ import gc
 import logging
 import os
 import random
-import socket
 import sys
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from agent.agent_info import banner, self_info
+from agent.agent_info import advertise_address, banner, node_id, self_info
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.discovery import Discovery
 from agent.dns_adapter import start_dns
 from agent.errors import BadRequest, DefinitionError, Problem
+from agent.events import EventRing, local_view
 from agent.gossip.config import MemberEvent
 from agent.gossip.errors import GossipJoinError, KeyringError
 from agent.gossip.joiner import RetryJoinFailed
+from agent.gossip.userevents import UserEvents
 from agent.http.app import HttpContext, build_app
 from agent.http.fastpath import FastReadServer
 from agent.http.ops import install as install_ops
@@ -73,31 +73,6 @@ MAX_HEADER_LINE = 16 * 1024  # request line and each header; longer ones are ref
 # short-lived I/O objects to the old generation and trigger ~1 full collection a second, each a
 # 100+ ms stall of the loop (tests/bench/bench_checks.py: lag p99 123 ms → 3 ms with this)
 GC_THRESHOLDS = (50_000, 20, 10)
-
-
-def advertise_address(config: AgentConfig) -> str:
-    if config.advertise_addr:
-        return config.advertise_addr
-    if config.bind_addr not in ("0.0.0.0", "::", ""):
-        return config.bind_addr
-    if config.dev:
-        return "127.0.0.1"
-    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
-        return probe.getsockname()[0]
-    return "127.0.0.1"
-
-
-def node_id(config: AgentConfig) -> str:
-    if not config.data_dir or config.dev:
-        return str(uuid.uuid4())
-    path = Path(config.data_dir) / "node-id"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = str(uuid.uuid4())
-    path.write_text(value)
-    return value
 
 
 INTERNAL_CHECK_TIMING = {"WAYPOST_TEST_CHECK_REAP_INTERVAL": "reap_interval",
@@ -158,6 +133,8 @@ class Agent:
             catalog = self.remote = RemoteCatalog(self.pool, self.http_session)
             alias_source = self.remote.alias_statuses
         self.state = LocalState(self.node)
+        self.events = EventRing()  # user events: fired here, or received by gossip from other agents
+        self.user_events = UserEvents(self.events, self.membership, lambda: local_view(self.state))
         self.sync = AntiEntropy(self.state, catalog, rng=random.Random(), cluster_size=self.membership.alive_count)
         state_dir = Path(config.data_dir) / "checks" if config.data_dir and not config.dev else None
         self.runners = CheckSet(self._notify, state_dir=state_dir, node_name=config.node_name,
@@ -199,6 +176,7 @@ class Agent:
         if self.http_session is not None:
             self._stack.push_async_callback(self.http_session.close)
         self._stack.push_async_callback(self.membership.close)
+        self._stack.push_async_callback(self.user_events.close)
         ctx = self._http_context()
         if server is not None:  # bound first: Raft advertises the real (maybe ephemeral) port
             await self._start_server_port(server, ctx)
@@ -277,7 +255,7 @@ class Agent:
                            local=self.local, reload=self.reload, leave=self.leave,
                            self_info=lambda: self_info(self), members=self.membership.members,
                            sessions=self.sessions, gossip=self.membership, pool=self.pool,
-                           http_session=self.http_session)
+                           http_session=self.http_session, events=self.events)
 
     async def _start_server_port(self, server: CatalogServer, ctx: HttpContext) -> None:
         """Raft peers and the API client agents call, on one listener (agent.rpc)."""
@@ -320,7 +298,11 @@ class Agent:
         try:
             problems = await self._reload()
         finally:
-            self.notifier.ready("serving" if not problems else f"serving; reload failed: {problems[0]}")
+            text = "serving" if not problems else f"serving; reload failed: {problems[0]}"
+            if self.notifier.ready_sent:
+                self.notifier.ready(text)
+            else:  # reloaded while still waiting for a leader: READY comes from lifecycle.announce_ready
+                self.notifier.status(f"reloaded; {text}")
         return problems
 
     async def _reload(self) -> list[str]:

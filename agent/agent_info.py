@@ -1,16 +1,23 @@
-"""What an agent says about itself: `/v1/agent/self`, the start-up banner, the runtime config (layer 5).
+"""Who an agent is and what it says about itself: address, node id, `/v1/agent/self`, the banner (layer 5).
 
-Contract: `self_info(agent)` is `/v1/agent/self` (Config, DebugConfig, Coord, Member, Meta, Stats —
-Raft stats only on servers); `debug_config(config)` the runtime configuration in that answer
-(unstable format, like Consul's); `banner(agent)` the start-up banner (tests read the ports from
-its `Client Addr` and `Cluster Addr` lines).
+Contract: `advertise_address(config)` is the address other agents reach this one at (the
+`advertise_addr`, else a specific `bind_addr`, else the interface that routes outward);
+`node_id(config)` a UUID kept in `data_dir/node-id` (new each run in memory); `self_info(agent)`
+is `/v1/agent/self` (Config, DebugConfig, Coord, Member, Meta, Stats — Raft stats only on servers);
+`debug_config(config)` the runtime configuration in that answer (unstable format, like Consul's);
+`banner(agent)` the start-up banner (tests read the ports from its `Client Addr` and `Cluster Addr`
+lines).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import socket
 import sys
+import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.config import AgentConfig
@@ -19,6 +26,31 @@ from agent.version import VERSION
 
 if TYPE_CHECKING:
     from agent.agent import Agent
+
+
+def advertise_address(config: AgentConfig) -> str:
+    if config.advertise_addr:
+        return config.advertise_addr
+    if config.bind_addr not in ("0.0.0.0", "::", ""):
+        return config.bind_addr
+    if config.dev:
+        return "127.0.0.1"
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+        return probe.getsockname()[0]
+    return "127.0.0.1"
+
+
+def node_id(config: AgentConfig) -> str:
+    if not config.data_dir or config.dev:
+        return str(uuid.uuid4())
+    path = Path(config.data_dir) / "node-id"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = str(uuid.uuid4())
+    path.write_text(value)
+    return value
 
 
 def self_info(agent: Agent) -> dict:

@@ -2,7 +2,7 @@
 
 Contract: fires a user event through `PUT /v1/event/fire/NAME` with the payload (one optional
 argument, sent as is) and the filters as query parameters, then prints `Event ID: <uuid>` like
-`consul event`. Until gossip exists the event reaches only the agent it is sent to. A missing
+`consul event`. The event reaches every agent of the cluster whose filters match. A missing
 name, more than one payload argument or an agent error is one line on stderr, exit 1.
 """
 
@@ -19,7 +19,7 @@ from agent.cli_lock import Api
 USAGE = """Usage: waypost event [options] [payload]
 
   Dispatches a custom user event. Handlers (e.g. `waypost watch -type event`) can act on it.
-  Until gossip exists, the event is delivered to the agent it is sent to only.
+  The event is delivered to every agent in the cluster whose node/service/tag filters match.
 """
 
 

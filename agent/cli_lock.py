@@ -8,6 +8,15 @@ Contract:
   `WAYPOST_LOCK_FENCE=<fencing token>`. When the child exits the lock is released and the session
   destroyed. If the lock is lost, or on SIGINT/SIGTERM, the child gets SIGTERM (SIGKILL after
   `KILL_GRACE` s). Exit: 0, or 2 with `-child-exit-code` when the child failed, 1 on errors/loss.
+- Consul's `lock` flags: `-timeout D` gives up acquiring after D (exit 1, "Shutdown triggered or
+  timeout during lock acquisition"; 0 = wait forever); `-monitor-retry N` (default 3): while the
+  lock is held, up to N consecutive 500s / connection errors from the agent are retried
+  `MONITOR_RETRY_WAIT` s apart before the lock counts as lost (a successful read resets the count);
+  `-pass-stdin` gives the child our stdin (otherwise it reads /dev/null, as Consul).
+- The session keep-alive retries a failed renew (500 / connection error) every `RENEW_RETRY` s until
+  `SESSION_TTL` has passed since the last good renew (Consul's RenewPeriodic).
+- `lock` and `elect` keep waiting for the lock through 500s and connection errors (a Raft election
+  on the servers); the session keep-alive gives up once `SESSION_TTL` has passed without a renew.
 - `elect` acquires `PREFIX/leader` (value `-name`, default the host name), prints
   `Elected leader: NAME (fence token T)` once it leads, keeps its session alive, and exits 1
   printing `Lost leadership` when it loses the key; on SIGINT/SIGTERM it releases and exits 0.
@@ -28,6 +37,7 @@ import aiohttp
 from agent.cli_common import CommandFailed, Ctx, add_http_flags, parse_flags
 from agent.cli_flags import FlagSet
 from agent.cli_http import AgentError, resolve_http_addr, resolve_token
+from checks.definition import DurationError, parse_duration
 
 LOCK_FLAG = 0x2DDCCBC058A50C18
 SEMAPHORE_FLAG = 0xE0F69A2BAA414DE0
@@ -35,10 +45,19 @@ SESSION_TTL = 15.0
 BLOCK_WAIT = "15s"
 RETRY_AFTER = 1.0  # acquire retry while a lock-delay holds a free key (Consul: 5 s)
 KILL_GRACE = 5.0
+MONITOR_RETRIES = 3        # Consul's -monitor-retry default (defaultMonitorRetry)
+MONITOR_RETRY_WAIT = 2.0   # Consul's DefaultMonitorRetryTime
+RENEW_RETRY = 1.0          # Consul's RenewPeriodic retry interval after an error
+TIMEOUT_MESSAGE = "Shutdown triggered or timeout during lock acquisition"
+TIMED_OUT = object()       # what the -timeout sleep returns when it wins the race with acquiring
 
 
 class LockLost(Exception):
     """The lock (or the session) went away while we held it."""
+
+
+class AgentUnavailable(CommandFailed):
+    """The agent answered 500 or could not be reached: Consul's IsRetryableError."""
 
 
 class Api:
@@ -65,10 +84,13 @@ class Api:
                                          headers=self.headers) as resp:
                 data = await resp.read()
                 if resp.status >= 400 and resp.status not in self.PASSED_BACK:
-                    raise CommandFailed(f"Unexpected response code: {resp.status} ({data.decode(errors='replace')})")
+                    error = AgentUnavailable if resp.status == 500 else CommandFailed
+                    raise error(f"Unexpected response code: {resp.status} ({data.decode(errors='replace')})")
+                if resp.status in self.PASSED_BACK and data.strip() and "json" not in resp.content_type:
+                    return resp.status, dict(resp.headers), data.decode(errors="replace")  # e.g. a 404's text
                 return resp.status, dict(resp.headers), json.loads(data) if data.strip() else None
         except aiohttp.ClientError as err:
-            raise CommandFailed(f"Error talking to agent at {self.base}: {err}") from None
+            raise AgentUnavailable(f"Error talking to agent at {self.base}: {err}") from None
 
     async def session(self, name: str) -> str:
         body = json.dumps({"Name": name, "TTL": f"{SESSION_TTL:g}s", "Behavior": "release"}).encode()
@@ -76,32 +98,58 @@ class Api:
         return out["ID"]  # type: ignore[index]
 
     async def keep_alive(self, sid: str) -> None:
+        loop = asyncio.get_running_loop()
+        last_renew, wait = loop.time(), SESSION_TTL / 2
         while True:
-            await asyncio.sleep(SESSION_TTL / 2)
-            status, _, _ = await self.call("PUT", f"/v1/session/renew/{sid}")
+            await asyncio.sleep(wait)
+            try:
+                status, _, _ = await self.call("PUT", f"/v1/session/renew/{sid}")
+            except AgentUnavailable:
+                if loop.time() - last_renew > SESSION_TTL:
+                    raise
+                wait = RENEW_RETRY
+                continue
             if status == 404:
                 raise LockLost("session expired")
+            last_renew, wait = loop.time(), SESSION_TTL / 2
 
     async def acquire(self, key: str, sid: str, value: bytes, flags: int) -> str:
-        """Acquire `key`, blocking until it is free; returns the fencing token."""
+        """Acquire `key`, blocking until it is free; returns the fencing token. A 500 or an
+        unreachable agent (e.g. a Raft election) is retried `RETRY_AFTER` s later: the session's
+        keep-alive, raced against this, bounds how long that can go on."""
         while True:
-            _, headers, ok = await self.call("PUT", f"/v1/kv/{key}", {"acquire": sid, "flags": str(flags)}, value)
-            if ok is True:
-                return headers.get("X-Waypost-Fence-Token", "")
-            status, headers, entries = await self.call("GET", f"/v1/kv/{key}")
-            if status == 200 and entries[0].get("Session"):  # type: ignore[index]
-                await self.call("GET", f"/v1/kv/{key}", {"index": headers["X-Consul-Index"], "wait": BLOCK_WAIT})
-            else:
-                await asyncio.sleep(RETRY_AFTER)  # free but under lock-delay
+            try:
+                _, headers, ok = await self.call("PUT", f"/v1/kv/{key}", {"acquire": sid, "flags": str(flags)},
+                                                 value)
+                if ok is True:
+                    return headers.get("X-Waypost-Fence-Token", "")
+                status, headers, entries = await self.call("GET", f"/v1/kv/{key}")
+                if status == 200 and entries[0].get("Session"):  # type: ignore[index]
+                    await self.call("GET", f"/v1/kv/{key}", {"index": headers["X-Consul-Index"],
+                                                             "wait": BLOCK_WAIT})
+                    continue
+            except AgentUnavailable:
+                pass
+            await asyncio.sleep(RETRY_AFTER)  # free but under lock-delay, or the agent is unavailable
 
-    async def watch_until(self, path: str, params: dict[str, str], lost) -> None:  # type: ignore[no-untyped-def]
-        """Block on `path` until `lost(status, body)` is true."""
-        index = "0"
+    async def watch_until(self, path: str, params: dict[str, str], lost,  # type: ignore[no-untyped-def]
+                          retries: int = 0) -> None:
+        """Block on `path` until `lost(status, body)` is true; up to `retries` consecutive
+        `AgentUnavailable` errors are retried `MONITOR_RETRY_WAIT` s apart (then it raises)."""
+        index, left = "0", retries
         while True:
-            status, headers, body = await self.call("GET", path, {**params, "index": index, "wait": BLOCK_WAIT})
+            try:
+                status, headers, body = await self.call("GET", path, {**params, "index": index, "wait": BLOCK_WAIT})
+            except AgentUnavailable:
+                if left <= 0:
+                    raise
+                left -= 1
+                index = "0"
+                await asyncio.sleep(MONITOR_RETRY_WAIT)
+                continue
             if lost(status, body):
                 return
-            index = headers.get("X-Consul-Index", index)
+            index, left = headers.get("X-Consul-Index", index), retries
 
 
 def _api(values: dict[str, object], ctx: Ctx) -> Api:
@@ -185,6 +233,8 @@ def _stop_event() -> asyncio.Event:
 
 async def _run_lock(values: dict[str, object], ctx: Ctx, prefix: str, command: list[str]) -> int:
     limit = int(values["n"])  # type: ignore[call-overload]
+    timeout = float(values.get("timeout-seconds", 0.0))  # type: ignore[arg-type]
+    retries = int(values.get("monitor-retry", MONITOR_RETRIES))  # type: ignore[call-overload]
     prefix = prefix.strip("/")
     stop = _stop_event()
     async with _api(values, ctx) as api:
@@ -194,23 +244,28 @@ async def _run_lock(values: dict[str, object], ctx: Ctx, prefix: str, command: l
             env = dict(os.environ, CONSUL_LOCK_HELD="true")
             acquiring = (api.acquire(f"{prefix}/.lock", sid, b"", LOCK_FLAG) if limit == 1
                          else _semaphore_acquire(api, prefix, sid, limit))
-            got = await _first(acquiring, renew_guard(renew), stop.wait())
+            expired = asyncio.sleep(timeout, TIMED_OUT) if timeout > 0 else asyncio.Event().wait()
+            got = await _first(acquiring, renew_guard(renew), stop.wait(), expired)
             if stop.is_set():
                 return 0
             token = got.result()  # raises if acquiring failed or the session was lost
+            if token is TIMED_OUT:
+                ctx.err(TIMEOUT_MESSAGE)
+                return 1
             if limit == 1:
                 env["WAYPOST_LOCK_FENCE"] = str(token)
-                monitor = api.watch_until(f"/v1/kv/{prefix}/.lock", {}, _holder_lost(sid))
+                monitor = api.watch_until(f"/v1/kv/{prefix}/.lock", {}, _holder_lost(sid), retries)
             else:
                 monitor = api.watch_until(f"/v1/kv/{prefix}/.lock", {}, lambda s, b: s == 404 or sid not in
-                                          json.loads(_value(b[0]))["Holders"])
+                                          json.loads(_value(b[0]))["Holders"], retries)
             if values["verbose"]:
                 ctx.err(f"Lock acquired on {prefix} (session {sid})")
+            stdin = None if values.get("pass-stdin") else asyncio.subprocess.DEVNULL
             if values["shell"]:
                 child = await asyncio.create_subprocess_exec(os.environ.get("SHELL", "/bin/sh"), "-c",
-                                                             " ".join(command), env=env)
+                                                             " ".join(command), env=env, stdin=stdin)
             else:
-                child = await asyncio.create_subprocess_exec(*command, env=env)
+                child = await asyncio.create_subprocess_exec(*command, env=env, stdin=stdin)
             ended = await _first(child.wait(), monitor, renew_guard(renew), stop.wait())
             if child.returncode is None:
                 child.terminate()
@@ -240,6 +295,12 @@ async def renew_guard(renew: asyncio.Future) -> None:
 
 
 def cmd_lock(argv: list[str], ctx: Ctx) -> int:
+    values, args = parse_lock_flags(argv)
+    return asyncio.run(_run_lock(values, ctx, args[0], args[1:]))
+
+
+def parse_lock_flags(argv: list[str]) -> tuple[dict[str, object], list[str]]:
+    """`lock`'s flags and positional arguments, validated (`timeout-seconds` holds -timeout parsed)."""
     fs = FlagSet("lock", "Usage: waypost lock [options] prefix child...\n\n"
                  "  Acquires a lock or semaphore at prefix and runs child while holding it.")
     add_http_flags(fs)
@@ -248,12 +309,22 @@ def cmd_lock(argv: list[str], ctx: Ctx) -> int:
     fs.bool("shell", "Run the child through $SHELL -c.", default=True)
     fs.bool("child-exit-code", "Exit 2 if the child exited with an error.")
     fs.bool("verbose", "Print lock progress on stderr.")
+    fs.string("timeout", "Maximum time to wait to acquire the lock (e.g. 10s; 0 = forever).", placeholder="duration")
+    fs.int("monitor-retry", "Retries when the agent answers 500 while monitoring the lock.", default=MONITOR_RETRIES)
+    fs.bool("pass-stdin", "Pass stdin to the child process.")
     values, args = parse_flags(fs, argv)
     if len(args) < 2:
         raise CommandFailed("Key prefix and child command must be specified")
     if int(values["n"]) < 1:  # type: ignore[call-overload]
         raise CommandFailed("Lock holder limit must be positive")
-    return asyncio.run(_run_lock(values, ctx, args[0], args[1:]))
+    if int(values["monitor-retry"]) < 0:  # type: ignore[call-overload]
+        raise CommandFailed("Monitor retry count must be zero or positive")
+    raw = str(values.get("timeout") or "0")
+    try:
+        values["timeout-seconds"] = parse_duration(raw)
+    except DurationError:
+        raise CommandFailed(f"Invalid -timeout {raw!r}: expected a duration such as 30s") from None
+    return values, args
 
 
 async def _run_elect(values: dict[str, object], ctx: Ctx, prefix: str) -> int:
@@ -270,7 +341,8 @@ async def _run_elect(values: dict[str, object], ctx: Ctx, prefix: str) -> int:
             token = got.result()  # raises if acquiring failed or the session was lost
             ctx.out(f"Elected leader: {name} (fence token {token})")
             ctx.stdout.flush()
-            await _first(api.watch_until(f"/v1/kv/{key}", {}, _holder_lost(sid)), renew_guard(renew), stop.wait())
+            await _first(api.watch_until(f"/v1/kv/{key}", {}, _holder_lost(sid), MONITOR_RETRIES),
+                         renew_guard(renew), stop.wait())
             if stop.is_set():
                 ctx.out("Resigned leadership")
                 return 0

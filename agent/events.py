@@ -9,8 +9,18 @@ Contract:
 - `applies_to(event, node, services)` is Consul's `shouldProcessUserEvent`: the node filter must match
   the node name, the service filter some local service, the tag filter one of that service's tags
   (regexes, `re.search` like Go's `MatchString`).
-- `EventRing` keeps the newest `capacity` (256, like Consul) events an agent received, stamps each
-  with the next Lamport time, and wakes `watch(callback)` watchers once per added event.
+- `EventRing` keeps the newest `capacity` (256, like Consul) events an agent received and wakes
+  `watch(callback)` watchers once per kept event. Its `ltime` is this agent's Lamport clock for
+  user events (serf's event clock): `add(event)` stamps the next time (a purely local event);
+  `fire(event, node, services)` is an event fired at this agent: it takes the next time, keeps the
+  event when its filters match this agent, remembers its ID and hands it (stamped) to
+  `publisher`, which the agent sets to spread it to the cluster (agent.gossip.userevents);
+  `receive(event, node, services)` is an event from another agent: a duplicate ID (`RecentIds`,
+  the newest `RECENT_IDS` IDs seen) is ignored; otherwise the clock witnesses the sender's time
+  and the event is kept with that time, as serf does (one event has the same `LTime` on every
+  agent), when its filters match. It returns `KEPT`, `DUPLICATE` or `FILTERED`.
+- `local_view(state)` is what the filters are evaluated against: this agent's node name and its
+  local services with their tags.
 - `event_index(events)` is Consul's agent-local, non-monotonic blocking index: the XOR of the two
   halves of the newest event's UUID, or 1 when there is none (never 0, so loops do not spin).
 """
@@ -19,17 +29,25 @@ from __future__ import annotations
 
 import base64
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from agent.catalog.watch import Watchers, WatchHandle
 from agent.errors import BadRequest, PayloadTooLarge
 
+if TYPE_CHECKING:
+    from agent.local.state import LocalState
+
 RING_SIZE = 256  # Consul's userEventRing size
 MAX_EVENT_BYTES = 512  # serf's default UserEventSizeLimit (name + payload here)
 EVENT_VERSION = 1
+RECENT_IDS = 4096  # event IDs remembered for dedup: 16 rings' worth, far beyond any redelivery
+KEPT, DUPLICATE, FILTERED = "kept", "duplicate", "filtered"
 _KEY = "events"
+
+LocalView = tuple[str, list[tuple[str, list[str]]]]  # (node name, [(service name, tags)])
 
 
 class InvalidEvent(BadRequest):
@@ -107,15 +125,45 @@ def event_index(events: list[UserEvent]) -> int:
     return _uuid_to_uint64(events[-1].id) or 1 if events else 1
 
 
+def local_view(state: LocalState) -> LocalView:
+    """This agent's node name and local services (name, tags): what event filters match against."""
+    return state.node.node, [(d.service.service, list(d.service.tags)) for d in state.services.values()]
+
+
+class RecentIds:
+    """The newest `capacity` event IDs seen (oldest forgotten first)."""
+
+    def __init__(self, capacity: int = RECENT_IDS) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def seen(self, event_id: str) -> bool:
+        """True when `event_id` was already seen; else remember it and return False."""
+        if event_id in self._ids:
+            return True
+        self._ids[event_id] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return False
+
+
 class EventRing:
     """The newest `capacity` user events this agent received, oldest first."""
 
-    def __init__(self, capacity: int = RING_SIZE) -> None:
+    def __init__(self, capacity: int = RING_SIZE, recent: int = RECENT_IDS) -> None:
         if capacity < 1:
             raise ValueError("event ring capacity must be at least 1")
         self._events: deque[UserEvent] = deque(maxlen=capacity)
         self._watchers = Watchers()
+        self.recent = RecentIds(recent)
         self.ltime = 0  # this agent's Lamport clock for user events
+        self.publisher: Callable[[UserEvent], None] | None = None  # spreads fired events (set by the agent)
 
     def __len__(self) -> int:
         return len(self._events)
@@ -123,13 +171,37 @@ class EventRing:
     def add(self, event: UserEvent) -> UserEvent:
         self.ltime += 1
         stored = replace(event, ltime=self.ltime)
-        self._events.append(stored)
-        self._watchers.fire([_KEY], self.ltime)
+        self._keep(stored)
         return stored
+
+    def fire(self, event: UserEvent, node: str, services: Iterable[tuple[str, Iterable[str]]]) -> UserEvent:
+        """An event fired at this agent (already validated): returns it stamped with our next time."""
+        self.ltime += 1
+        stamped = replace(event, ltime=self.ltime)
+        self.recent.seen(stamped.id)
+        if applies_to(stamped, node, services):
+            self._keep(stamped)
+        if self.publisher is not None:
+            self.publisher(stamped)
+        return stamped
+
+    def receive(self, event: UserEvent, node: str, services: Iterable[tuple[str, Iterable[str]]]) -> str:
+        """An event another agent fired (already validated): KEPT, DUPLICATE or FILTERED."""
+        if self.recent.seen(event.id):
+            return DUPLICATE
+        self.ltime = max(self.ltime, event.ltime)  # Lamport witness: our next event is causally later
+        if not applies_to(event, node, services):
+            return FILTERED
+        self._keep(event)
+        return KEPT
+
+    def _keep(self, event: UserEvent) -> None:
+        self._events.append(event)
+        self._watchers.fire([_KEY], self.ltime)
 
     def list(self, name: str = "") -> list[UserEvent]:
         return [e for e in self._events if not name or e.name == name]
 
     def watch(self, callback: Callable[[int], None]) -> WatchHandle:
-        """Call `callback(ltime)` once, when the next event is added."""
+        """Call `callback(ltime)` once, when the next event is kept."""
         return self._watchers.add([_KEY], callback)

@@ -2,9 +2,15 @@
 
 Contract:
 - `serve(agent) -> exit code` starts the agent and runs it until a signal or `leave`:
-  * sd_notify (agent.notifier): `STATUS=starting`, then `READY=1` + `STATUS=` once HTTP and DNS
-    accept connections and the server is the leader (a one-voter server is its own leader at
-    once); `RELOADING=1`/`READY=1` around every reload (Agent.reload); `STOPPING=1` as soon as
+  * sd_notify (agent.notifier): `STATUS=starting`; once HTTP and DNS accept connections,
+    `announce_ready` (a task of `serve`, cancelled when the agent stops, so stop and leave work
+    while it waits) sends `READY=1` + `STATUS=<agent.ready_status()>` as soon as the agent is
+    ready (`Readiness`): a client at once (Consul: after -join), a server once it knows a leader
+    (a one-voter server is its own leader at once) and has applied what was committed. Until
+    then it sends `STATUS=` lines as the wait changes, at most one a second ("waiting for 2 more
+    servers", "electing a leader among 3 servers", "waiting for a leader", "catching up A/C").
+    A client that knows no server after READY says "waiting for servers" until it does.
+    `RELOADING=1`/`READY=1` around every reload (Agent.reload); `STOPPING=1` as soon as
     shutdown begins; `WATCHDOG=1` from the agent's watchdog task.
   * SIGHUP reloads (errors are logged, the old config stays). SIGTERM and SIGINT stop: gracefully
     (`Agent.graceful_leave`, at most `GRACEFUL_TIMEOUT`) when `leave_on_terminate` (SIGTERM) or
@@ -14,9 +20,10 @@ Contract:
     with code 1 (the pid file is removed first). A clean stop exits 0; a graceful leave that
     times out exits 1, like Consul.
 - `instrument(agent)` connects the agent's `Metrics` to its parts: catalog sizes, local checks by
-  status and runtime facts as scrape-time gauges, Raft apply count and commit time through
-  `RaftNode.on_commit`, leader state, and `instrument_dns(metrics, dns)` for DNS queries,
-  cache hits and slow-path latency.
+  status, gossip members by status (`serf.members`), the gossip node's counters (`memberlist.*`,
+  `metrics.gossip_counters`) and Lifeguard score, and runtime facts as scrape-time sources;
+  Raft apply count and commit time through `RaftNode.on_commit`, leader state, and
+  `instrument_dns(metrics, dns)` for DNS queries, cache hits and slow-path latency.
 """
 
 from __future__ import annotations
@@ -25,14 +32,26 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.metrics import Gauge, Metrics, catalog_gauges, check_gauges, runtime_gauges
+from agent.gossip.messages import MemberState
+from agent.metrics import (
+    Gauge,
+    Metrics,
+    catalog_gauges,
+    check_gauges,
+    gossip_counters,
+    member_gauges,
+    runtime_gauges,
+)
+from agent.sdnotify import Notifier
 from dns.server import DnsServer
 
 if TYPE_CHECKING:
@@ -41,6 +60,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("waypost.agent")
 GRACEFUL_TIMEOUT = 15.0  # Consul: a graceful leave taking longer is abandoned (exit 1)
+READY_POLL = 0.1  # seconds between readiness checks while waiting (a few attribute reads each)
+STATUS_EVERY = 1.0  # at most one STATUS= line a second while waiting (systemctl status shows the latest)
+WAITING_FOR_SERVERS = "waiting for servers"
+SERF_STATUS = {MemberState.ALIVE: "alive", MemberState.SUSPECT: "alive",  # Serf: a suspect member is alive
+               MemberState.DEAD: "failed", MemberState.LEFT: "left"}
 
 
 def _force_exit(pid_file: str) -> None:
@@ -86,8 +110,17 @@ async def serve(agent: Agent, banner: Callable[[Agent], str] | None = None) -> i
         print(banner(agent), flush=True)
     log.info("agent started: HTTP on %s:%d, DNS on %s:%d", agent.config.client_addr, agent.http_port,
              agent.config.client_addr, agent.dns_port)
-    notifier.ready(agent.ready_status())
-    await agent.stopped.wait()
+    announcer = loop.create_task(announce_ready(agent, notifier), name="sd-notify-ready")
+    try:
+        await agent.stopped.wait()
+    finally:
+        announcer.cancel()
+        try:
+            await announcer
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # a bug here must not keep the agent from stopping
+            log.exception("readiness notification failed")
     if not received:
         notifier.stopping()  # a leave request, not a signal
     code = agent.exit_code
@@ -114,6 +147,75 @@ async def serve(agent: Agent, banner: Callable[[Agent], str] | None = None) -> i
     return code
 
 
+class Readiness:
+    """What a started agent still waits for before READY=1: `waiting()` → "" when ready, else the
+    STATUS text. A server waits for a leader, then until it has applied the commit index it saw
+    at the previous check (so a steady stream of writes does not hold READY back, a restarted
+    server replaying a long log does). Call it periodically (`announce_ready`)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._commit_seen: int | None = None
+
+    def waiting(self) -> str:
+        server = self.agent.server
+        if server is None:
+            return ""  # a client is ready once it serves (Consul: after -join)
+        if not server.known_leader():
+            self._commit_seen = None
+            return self._no_leader()
+        raft = server.raft
+        applied, commit = raft.applied_index(), raft.commit_index()
+        target = commit if self._commit_seen is None else self._commit_seen
+        self._commit_seen = commit
+        return "" if applied >= target else f"catching up {applied}/{commit}"
+
+    def _no_leader(self) -> str:
+        server = self.agent.server
+        assert server is not None
+        cluster = server.cluster
+        settings, transport = cluster.settings, cluster.transport
+        if transport is not None and settings.expect > 1 and server.raft.is_fresh():
+            known = len({settings.server_id, *transport.addresses})
+            missing = settings.expect - known
+            if missing > 0:
+                return f"waiting for {missing} more server{'s' if missing != 1 else ''}"
+            return f"electing a leader among {known} servers"
+        return "waiting for a leader"
+
+
+async def announce_ready(agent: Agent, notifier: Notifier, *, poll: float = READY_POLL,
+                         status_every: float = STATUS_EVERY, clock: Callable[[], float] = time.monotonic,
+                         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """READY=1 once `Readiness` says so, STATUS= lines (when changed, at most every `status_every`)
+    meanwhile; for a client, then "waiting for servers" until gossip knows one."""
+    readiness = Readiness(agent)
+    shown, shown_at = "", -math.inf
+
+    def show(text: str, *, now: bool = False) -> None:
+        nonlocal shown, shown_at
+        if agent.stopped.is_set():
+            return  # STOPPING=1 was sent: nothing may follow it
+        if text != shown and (now or clock() - shown_at >= status_every):
+            log.info("%s", text)
+            notifier.status(text)
+            shown, shown_at = text, clock()
+
+    while text := readiness.waiting():
+        show(text)
+        await sleep(poll)
+    if agent.stopped.is_set():
+        return
+    notifier.ready(agent.ready_status())
+    log.debug("ready: %s", agent.ready_status())
+    if agent.server is not None or agent.membership.servers():
+        return
+    show(WAITING_FOR_SERVERS, now=True)
+    while not agent.membership.servers():
+        await sleep(status_every)
+    show(agent.ready_status(), now=True)
+
+
 async def _logged_reload(agent: Agent) -> None:
     problems = await agent.reload()
     for problem in problems:
@@ -124,7 +226,17 @@ def instrument(agent: Agent) -> None:
     metrics = agent.metrics
     metrics.add_source(lambda: check_gauges(str(lc.check.status) for lc in agent.state.checks.values()))
     metrics.add_source(runtime_gauges)
-    metrics.add_source(lambda: [("serf.lan.members", {}, len(agent.membership.members()))])
+    membership = agent.membership
+    metrics.add_source(lambda: [("serf.lan.members", {}, len(membership.members()))])
+    metrics.add_source(lambda: member_gauges(SERF_STATUS.get(m.state, "failed") for m in membership.members()))
+
+    def gossip_health() -> Iterator[Gauge]:
+        if membership.node is not None:
+            yield "memberlist.health.score", {}, membership.node.health_score
+
+    metrics.add_source(gossip_health)
+    metrics.add_source(lambda: gossip_counters(membership.node.stats if membership.node is not None else {}),
+                       counter=True)
     if agent.logs is not None:
         hub = agent.logs.hub
         metrics.add_source(lambda: [("agent.monitor.dropped", {}, hub.dropped_total)], counter=True)

@@ -11,8 +11,9 @@ Contract:
   (`RetryJoinFailed` ends the agent) or the agent stops.
 - Until `start`, there are no members and events subscribed with `on_event` are queued for the
   node. It delegates what the HTTP API needs of gossip (`members`, `join`, `force_leave`,
-  `keyring_operation`, `local_member`) to the node; `servers()` → alive server members of our
-  datacenter; `leave(timeout)` broadcasts our leave; `close()` stops gossip.
+  `keyring_operation`, `local_member`; user events: `on_user_event`, kept until `start`, and
+  `broadcast_event`, which sends nothing before `start`) to the node; `servers()` → alive server
+  members of our datacenter; `leave(timeout)` broadcasts our leave; `close()` stops gossip.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from agent.gossip.joiner import retry_join, start_join
 from agent.gossip.keyring import Keyring, KeyringReport
 from agent.gossip.messages import Member, MemberState
 from agent.gossip.node import GossipNode
+from agent.gossip.userevents import BroadcastResult
 from agent.version import VERSION
 
 log = logging.getLogger("waypost.membership")
@@ -84,6 +86,7 @@ class Membership:
         self.node: GossipNode | None = None
         self.port = 0
         self._subscribers: list[Callable[[MemberEvent], None]] = []
+        self._event_handler: Callable[[bytes, str], None] | None = None
 
     async def start(self, server_port: int) -> int:
         config = self.config
@@ -96,6 +99,7 @@ class Membership:
             verify_outgoing=config.encrypt_verify_outgoing, drop=packet_loss(os.environ))
         for callback in self._subscribers:
             self.node.subscribe(callback)
+        self.node.on_user_event(self._event_handler)
         self.port = await self.node.start()
         if config.start_join:
             joined = await start_join(self.node, config.start_join)
@@ -131,6 +135,16 @@ class Membership:
 
     def force_leave(self, name: str, prune: bool = False) -> bool:
         return self.node.force_leave(name, prune) if self.node is not None else False
+
+    def on_user_event(self, handler: Callable[[bytes, str], None]) -> None:
+        self._event_handler = handler
+        if self.node is not None:
+            self.node.on_user_event(handler)
+
+    async def broadcast_event(self, payload: bytes) -> BroadcastResult:
+        if self.node is None:
+            return BroadcastResult(sent=0, failed=0)
+        return await self.node.broadcast_event(payload)
 
     async def keyring_operation(self, op: str, key: str = "") -> KeyringReport:
         assert self.node is not None, "gossip not started"

@@ -11,13 +11,22 @@ Contract:
   fresh on every scrape, never stale. `add_source(fn, counter=True)` does the same for totals
   another component already counts (DNS queries, cache hits): they are shown as counters.
 - `to_json()` → `{"Timestamp", "Gauges", "Points", "Counters", "Samples"}` as Consul's
-  `/v1/agent/metrics`. Aggregates are cumulative since start (Consul shows its last 10 s
-  interval); `Rate` is Sum per second over the registry's lifetime.
-- `to_prometheus()` → text exposition format 0.0.4: one `# HELP`/`# TYPE` block per family,
-  counters, gauges, and samples as summaries (quantiles 0.5/0.9/0.99 over the last
-  `SAMPLE_WINDOW` observations, plus `_sum`/`_count`). Names and label names are sanitised,
-  label values escaped.
-- `runtime_gauges()`, `catalog_gauges(store)`, `check_gauges(statuses)` are ready-made sources;
+  `/v1/agent/metrics` (go-metrics' inmem sink): recording goes to 10-second intervals aligned to
+  the wall clock (`INTERVAL`); the registry keeps the current interval and the last completed
+  one and answers with the completed one (the current one until a first interval completes).
+  `Timestamp` is that interval's start; Counters and Samples hold only what was recorded in it
+  (`Rate` = Sum / 10 s, `Stddev` the sample standard deviation, as go-metrics); Gauges are the
+  values set in it plus the sources' fresh values. Counter sources are shown as the increase
+  of their totals over the interval (sampled when an interval rolls over; recording or a
+  scrape rolls it, and the agent's loop-lag sampler records every 0.5 s; an interval nobody
+  touched shows no increase). A counter or sample with nothing in the interval is left out.
+- `to_prometheus()` → text exposition format 0.0.4, cumulative since start (Prometheus computes
+  rates itself): one `# HELP`/`# TYPE` block per family, counters, gauges, and samples as
+  summaries (quantiles 0.5/0.9/0.99 over the last `SAMPLE_WINDOW` observations, plus
+  `_sum`/`_count`). Names and label names are sanitised, label values escaped.
+- `runtime_gauges()`, `catalog_gauges(store)`, `check_gauges(statuses)`, `member_gauges(statuses)`
+  (serf.members by status) and `gossip_counters(stats)` (the gossip node's counters under
+  memberlist.* names, `GOSSIP_COUNTERS`) are ready-made sources;
   `sample_loop_lag(metrics, interval)` is a task measuring how late the event loop wakes.
 """
 
@@ -27,26 +36,24 @@ import asyncio
 import gc
 import math
 import os
-import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
 import psutil
 
+from agent.metrics_text import Labels, counter_lines, escape_help, gauge_lines, prom_name, summary_lines
+
 DEFAULT_PREFIX = "consul"  # Consul's telemetry.metrics_prefix, so existing dashboards work
 SAMPLE_WINDOW = 1024  # observations kept per sample series for quantiles
-QUANTILES = (0.5, 0.9, 0.99)
 LAG_INTERVAL = 0.5  # seconds between event-loop lag probes
+INTERVAL = 10.0  # seconds per JSON interval: Consul's inmem sink (telemetry) aggregates 10 s intervals
 
-Labels = tuple[tuple[str, str], ...]
 Gauge = tuple[str, dict[str, str], float]
 Source = Callable[[], Iterable[Gauge]]
 
-_BAD_NAME = re.compile(r"[^a-zA-Z0-9_:]")
-_BAD_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 HELP: dict[str, str] = {
     "api.http": "HTTP API requests served through the router, by method, route and status (ms)",
     "raft.apply": "Raft log entries applied",
@@ -70,6 +77,18 @@ HELP: dict[str, str] = {
     "runtime.total_gc_runs": "garbage collector runs, all generations",
     "runtime.gc_objects": "objects tracked by the garbage collector (generation counts)",
     "runtime.cpu_seconds": "CPU time used by the agent process (user + system)",
+    "serf.members": "LAN gossip members known to this agent, by status",
+    "serf.lan.members": "LAN gossip members known to this agent (any status)",
+    "memberlist.health.score": "Lifeguard awareness: 0 healthy, higher when this agent misses acks",
+    "memberlist.probes": "failure-detector probes sent to other members",
+    "memberlist.indirect_probes": "indirect probes (ping-req) sent through other members",
+    "memberlist.acks": "probe acks received",
+    "memberlist.msg.suspect": "members this agent marked suspect (own probe or gossip)",
+    "memberlist.msg.dead": "members this agent marked failed",
+    "memberlist.refutes": "times this agent refuted a suspicion or death about itself",
+    "memberlist.push_pulls": "full state exchanges (push-pull) with other members",
+    "memberlist.unauthenticated": "gossip packets dropped because they did not authenticate (wrong or no key)",
+    "memberlist.malformed": "gossip packets or messages dropped as malformed",
 }
 
 
@@ -98,10 +117,12 @@ class _Aggregate:
             self.recent.append(value)
 
     def json(self, name: str, labels: Labels, seconds: float) -> dict:
-        mean = self.sum / self.count if self.count else 0.0
-        variance = self.sumsq / self.count - mean * mean if self.count > 1 else 0.0
-        return {"Name": name, "Count": self.count, "Rate": self.sum / seconds if seconds > 0 else 0.0,
-                "Sum": self.sum, "Min": self.min if self.count else 0.0, "Max": self.max if self.count else 0.0,
+        n = self.count
+        mean = self.sum / n if n else 0.0
+        # go-metrics AggregateSample.Stddev: the sample (n - 1) standard deviation
+        variance = (n * self.sumsq - self.sum * self.sum) / (n * (n - 1)) if n > 1 else 0.0
+        return {"Name": name, "Count": n, "Rate": self.sum / seconds if seconds > 0 else 0.0,
+                "Sum": self.sum, "Min": self.min if n else 0.0, "Max": self.max if n else 0.0,
                 "Mean": mean, "Stddev": math.sqrt(max(variance, 0.0)), "Labels": dict(labels)}
 
     def quantile(self, q: float) -> float:
@@ -111,61 +132,114 @@ class _Aggregate:
         return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+class _Interval:
+    """What was recorded during one JSON interval (see the module docstring)."""
+
+    __slots__ = ("base", "counters", "gauges", "increase", "samples", "start")
+
+    def __init__(self, start: float, base: dict[tuple[str, Labels], float]) -> None:
+        self.start = start
+        self.base = base  # the counter sources' totals when the interval opened
+        self.increase: dict[tuple[str, Labels], float] | None = None  # set when it closes
+        self.counters: dict[str, dict[Labels, _Aggregate]] = {}
+        self.samples: dict[str, dict[Labels, _Aggregate]] = {}
+        self.gauges: dict[str, dict[Labels, float]] = {}
+
+    def close(self, totals: dict[tuple[str, Labels], float]) -> None:
+        self.increase = _increase(self.base, totals)
+
+
+def _increase(base: dict[tuple[str, Labels], float], totals: dict[tuple[str, Labels], float]) -> dict:
+    return {key: value - base.get(key, 0.0) for key, value in totals.items() if value - base.get(key, 0.0) > 0}
+
+
+def _add(table: dict[str, dict[Labels, _Aggregate]], name: str, key: Labels, value: float, keep: bool) -> None:
+    series = table.get(name)
+    if series is None:
+        series = table[name] = {}
+    agg = series.get(key)
+    if agg is None:
+        agg = series[key] = _Aggregate(keep=keep)
+    agg.add(value)
+
+
 class Metrics:
-    def __init__(self, prefix: str = DEFAULT_PREFIX, *, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, prefix: str = DEFAULT_PREFIX, *, wall: Callable[[], float] = time.time,
+                 interval: float = INTERVAL) -> None:
         self.prefix = prefix
-        self._clock = clock
+        self.interval = interval
         self._wall = wall
-        self._started = clock()
         self._counters: dict[str, dict[Labels, _Aggregate]] = {}
         self._samples: dict[str, dict[Labels, _Aggregate]] = {}
         self._gauges: dict[str, dict[Labels, float]] = {}
         self._sources: list[Source] = []
         self._counter_sources: list[Source] = []
+        self._current = _Interval(self._interval_start(), {})
+        self._previous: _Interval | None = None
 
     # --- recording ---
     def incr(self, name: str, value: float = 1.0, labels: dict[str, str] | None = None) -> None:
-        series = self._counters.setdefault(name, {})
         key = _key(labels)
-        agg = series.get(key)
-        if agg is None:
-            agg = series[key] = _Aggregate(keep=False)
-        agg.add(value)
+        _add(self._counters, name, key, value, False)
+        _add(self._interval().counters, name, key, value, False)
 
     def observe(self, name: str, value: float, labels: dict[str, str] | None = None) -> None:
-        series = self._samples.setdefault(name, {})
         key = _key(labels)
-        agg = series.get(key)
-        if agg is None:
-            agg = series[key] = _Aggregate(keep=True)
-        agg.add(value)
+        _add(self._samples, name, key, value, True)
+        _add(self._interval().samples, name, key, value, False)
 
     def set_gauge(self, name: str, value: float, labels: dict[str, str] | None = None) -> None:
-        self._gauges.setdefault(name, {})[_key(labels)] = float(value)
+        key = _key(labels)
+        self._gauges.setdefault(name, {})[key] = float(value)
+        self._interval().gauges.setdefault(name, {})[key] = float(value)
 
     def add_source(self, source: Source, *, counter: bool = False) -> None:
         (self._counter_sources if counter else self._sources).append(source)
 
+    # --- intervals ---
+    def _interval_start(self) -> float:
+        return math.floor(self._wall() / self.interval) * self.interval
+
+    def _interval(self) -> _Interval:
+        """The current interval, rolling over first when the wall clock has left it (a clock
+        stepping back keeps recording into the current one)."""
+        current = self._current
+        start = self._interval_start()
+        if start <= current.start:
+            return current
+        totals = self._source_totals()
+        current.close(totals)
+        if start - current.start < 2 * self.interval - 1e-6:
+            self._previous = current
+        else:  # whole intervals passed untouched: the last completed one is empty
+            self._previous = _Interval(start - self.interval, totals)
+            self._previous.close(totals)
+        self._current = _Interval(start, totals)
+        return self._current
+
+    def _source_totals(self) -> dict[tuple[str, Labels], float]:
+        return {(name, _key(labels)): float(value)
+                for source in self._counter_sources for name, labels, value in source()}
+
     # --- reading ---
     def counter_value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """The cumulative total (what Prometheus shows)."""
         agg = self.counters().get(name, {}).get(_key(labels))
         return agg.sum if agg else 0.0
 
     def counters(self) -> dict[str, dict[Labels, _Aggregate]]:
-        """Recorded counters plus the counter sources' current totals."""
+        """Cumulative recorded counters plus the counter sources' current totals."""
         out = {name: dict(series) for name, series in self._counters.items()}
-        for source in self._counter_sources:
-            for name, labels, value in source():
-                agg = _Aggregate(keep=False)
-                agg.add(float(value))
-                agg.count = int(value)
-                out.setdefault(name, {})[_key(labels)] = agg
+        for (name, key), value in self._source_totals().items():
+            out.setdefault(name, {})[key] = _total(value)
         return out
 
     def gauges(self) -> dict[str, dict[Labels, float]]:
-        """Set gauges merged with the sources' fresh values (sources win)."""
-        out = {name: dict(series) for name, series in self._gauges.items()}
+        """The last value of every set gauge merged with the sources' fresh values (sources win)."""
+        return self._with_sources(self._gauges)
+
+    def _with_sources(self, gauges: dict[str, dict[Labels, float]]) -> dict[str, dict[Labels, float]]:
+        out = {name: dict(series) for name, series in gauges.items()}
         for source in self._sources:
             for name, labels, value in source():
                 out.setdefault(name, {})[_key(labels)] = float(value)
@@ -175,91 +249,48 @@ class Metrics:
         return f"{self.prefix}.{name}" if self.prefix else name
 
     def to_json(self) -> dict:
-        seconds = self._clock() - self._started
-        stamp = datetime.fromtimestamp(self._wall(), UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+        current = self._interval()
+        shown = self._previous or current  # the last completed interval, else the one in progress
+        increase = shown.increase if shown.increase is not None else _increase(shown.base, self._source_totals())
+        counters = {name: dict(series) for name, series in shown.counters.items()}
+        for (name, key), value in increase.items():
+            counters.setdefault(name, {})[key] = _total(value)
+        stamp = datetime.fromtimestamp(shown.start, UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
         gauges = [{"Name": self._full(name), "Value": value, "Labels": dict(labels)}
-                  for name, series in sorted(self.gauges().items()) for labels, value in sorted(series.items())]
+                  for name, series in sorted(self._with_sources(shown.gauges).items())
+                  for labels, value in sorted(series.items())]
 
         def aggregates(table: dict[str, dict[Labels, _Aggregate]]) -> list[dict]:
-            return [agg.json(self._full(name), labels, seconds)
+            return [agg.json(self._full(name), labels, self.interval)
                     for name, series in sorted(table.items()) for labels, agg in sorted(series.items())]
 
         return {"Timestamp": stamp, "Gauges": gauges, "Points": [],
-                "Counters": aggregates(self.counters()), "Samples": aggregates(self._samples)}
+                "Counters": aggregates(counters), "Samples": aggregates(shown.samples)}
 
     def to_prometheus(self) -> str:
+        self._interval()  # keeps the JSON intervals' source baselines close to their boundaries
         lines: list[str] = []
         families: dict[str, tuple[str, str, Callable[[str], Iterator[str]]]] = {}
         for name, series in self.gauges().items():
-            families[prom_name(self._full(name))] = (name, "gauge", _gauge_lines(series))
+            families[prom_name(self._full(name))] = (name, "gauge", gauge_lines(series))
         for name, table in self.counters().items():
-            families[prom_name(self._full(name))] = (name, "counter", _counter_lines(table))
+            families[prom_name(self._full(name))] = (name, "counter", counter_lines(table))
         for name, table in self._samples.items():
-            families[prom_name(self._full(name))] = (name, "summary", _summary_lines(table))
+            families[prom_name(self._full(name))] = (name, "summary", summary_lines(table))
         for family in sorted(families):
             name, kind, render = families[family]
-            lines.append(f"# HELP {family} {_escape_help(HELP.get(name, self._full(name)))}")
+            lines.append(f"# HELP {family} {escape_help(HELP.get(name, self._full(name)))}")
             lines.append(f"# TYPE {family} {kind}")
             lines.extend(render(family))
         return "\n".join(lines) + "\n"
 
 
-# --- Prometheus text format helpers ---
-def prom_name(name: str) -> str:
-    out = _BAD_NAME.sub("_", name)
-    return "_" + out if out[:1].isdigit() else out
-
-
-def _label_name(name: str) -> str:
-    out = _BAD_LABEL.sub("_", name)
-    return "_" + out if not out or out[0].isdigit() else out
-
-
-def _escape_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _labels(labels: Labels, extra: tuple[str, str] | None = None) -> str:
-    pairs = [*labels, extra] if extra else list(labels)
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{_label_name(k)}="{_escape_value(v)}"' for k, v in pairs) + "}"
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if not float(value).is_integer() or abs(value) >= 1e15 else str(int(value))
-
-
-def _gauge_lines(series: dict[Labels, float]) -> Callable[[str], Iterator[str]]:
-    def render(family: str) -> Iterator[str]:
-        for labels, value in sorted(series.items()):
-            yield f"{family}{_labels(labels)} {_number(value)}"
-    return render
-
-
-def _counter_lines(table: dict[Labels, _Aggregate]) -> Callable[[str], Iterator[str]]:
-    def render(family: str) -> Iterator[str]:
-        for labels, agg in sorted(table.items()):
-            yield f"{family}{_labels(labels)} {_number(agg.sum)}"
-    return render
-
-
-def _summary_lines(table: dict[Labels, _Aggregate]) -> Callable[[str], Iterator[str]]:
-    def render(family: str) -> Iterator[str]:
-        for labels, agg in sorted(table.items()):
-            for q in QUANTILES:
-                yield f"{family}{_labels(labels, ('quantile', str(q)))} {_number(agg.quantile(q))}"
-            yield f"{family}_sum{_labels(labels)} {_number(agg.sum)}"
-            yield f"{family}_count{_labels(labels)} {agg.count}"
-    return render
+def _total(value: float) -> _Aggregate:
+    """A counter source's total (or increase) as one aggregate: Count and Sum are the value."""
+    agg = _Aggregate(keep=False)
+    agg.add(value)
+    agg.count = int(value)
+    return agg
 
 
 # --- ready-made sources ---
@@ -289,6 +320,38 @@ def check_gauges(statuses: Iterable[str], name: str = "agent.checks") -> Iterato
         counts[status] = counts.get(status, 0) + 1
     for status, count in sorted(counts.items()):
         yield name, {"status": status}, count
+
+
+MEMBER_STATUSES = ("alive", "failed", "left")
+
+
+def member_gauges(statuses: Iterable[str]) -> Iterator[Gauge]:
+    """`serf.members` by Serf status (alive includes suspect members, as Serf's own view)."""
+    counts = dict.fromkeys(MEMBER_STATUSES, 0)
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    for status, count in sorted(counts.items()):
+        yield "serf.members", {"status": status}, count
+
+
+# the gossip node's stats (agent.gossip.node.GossipNode.stats) → metric names; memberlist's own
+# names where it has the counter (msg.suspect, msg.dead), otherwise memberlist.<what>
+GOSSIP_COUNTERS: dict[str, tuple[str, ...]] = {
+    "memberlist.probes": ("probes",),
+    "memberlist.indirect_probes": ("indirect_probes",),
+    "memberlist.acks": ("acks",),
+    "memberlist.msg.suspect": ("suspicions",),
+    "memberlist.msg.dead": ("failed",),
+    "memberlist.refutes": ("refutes",),
+    "memberlist.push_pulls": ("push_pulls",),
+    "memberlist.unauthenticated": ("unauthenticated",),
+    "memberlist.malformed": ("malformed", "malformed_packets"),  # the SWIM core's + the transport's
+}
+
+
+def gossip_counters(stats: Mapping[str, int]) -> Iterator[Gauge]:
+    for name, keys in GOSSIP_COUNTERS.items():
+        yield name, {}, sum(stats.get(k, 0) for k in keys)
 
 
 def runtime_gauges(process: psutil.Process | None = None) -> Iterator[Gauge]:

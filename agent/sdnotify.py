@@ -57,6 +57,7 @@ class Notifier:
         self.watchdog_interval: float | None = watchdog_usec / 2_000_000 if watchdog_usec > 0 else None
         self._sock: socket.socket | None = None
         self._failed = False
+        self.ready_sent = False  # READY=1 went out once: a reload may then say READY again
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], pid: int | None = None) -> Notifier:
@@ -90,6 +91,7 @@ class Notifier:
         return True
 
     def ready(self, text: str = "") -> bool:
+        self.ready_sent = True
         return self.notify(READY, *([status(text)] if text else []))
 
     def reloading(self, text: str = "reloading") -> bool:

@@ -7,7 +7,11 @@ Contract:
 - Every core output is sent: a UDP datagram, or one framed TCP exchange (`stream`, `expect_reply`
   or a packet too large for a datagram) in a task this node owns (at most `MAX_STREAMS`);
   `expect_reply` feeds the reply frame to `swim.receive(stream=True)`; `reply` outputs answer on
-  the inbound connection they came from. Family-1 frames are keyring queries (keyops.py).
+  the inbound connection they came from. Family-1 frames are keyring queries (keyops.py);
+  family-3 frames are user events, handed to the handler set with `on_user_event(handler)`
+  (`handler(body, source)`; without one they are counted in `user_events_unhandled` and dropped).
+- `broadcast_event(payload)` sends a user-event body to every other alive member over TCP and
+  returns a `BroadcastResult` (userevents.py).
 - After every receive/tick/join/leave/set_tags/force_leave the core's member events go
   synchronously to subscribers (their exceptions are logged and counted, never propagated).
 - `join(addresses)` ("host", "host:port", "[v6]:port"; default port 8301; names are resolved)
@@ -30,10 +34,10 @@ import socket
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal
 
-from agent.gossip import keyops
+from agent.gossip import keyops, userevents
 from agent.gossip.config import MemberEvent, Outgoing, SwimConfig
 from agent.gossip.crypto import OVERHEAD
-from agent.gossip.envelope import KEYRING_REQUEST, SWIM, MalformedEnvelope, Opened, Sealer
+from agent.gossip.envelope import KEYRING_REQUEST, SWIM, USER_EVENT, MalformedEnvelope, Opened, Sealer
 from agent.gossip.errors import GossipJoinError
 from agent.gossip.keyring import Keyring, KeyringReport
 from agent.gossip.messages import Member, join_hostport, split_hostport
@@ -46,7 +50,7 @@ DEFAULT_PORT = 8301         # Consul's serf_lan port, for join addresses without
 MAX_STREAMS = 128           # outbound stream sends in flight; more are dropped (the core retries)
 UDP_MAX = 65_000            # a sealed packet larger than this goes over TCP instead
 MAX_IDLE = 3600.0           # the loop re-checks its deadline at least this often
-COUNTERS = ("streams_rejected", "subscriber_errors")
+COUNTERS = ("streams_rejected", "subscriber_errors", "user_events_unhandled")
 
 
 class GossipNode:
@@ -66,6 +70,7 @@ class GossipNode:
         self._rng = rng if rng is not None else random.Random()
         self._swim: Swim | None = None
         self._subscribers: list[Callable[[MemberEvent], None]] = []
+        self._event_handler: Callable[[bytes, str], None] | None = None
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._wake = asyncio.Event()
         self._ticked = asyncio.Event()
@@ -149,6 +154,13 @@ class GossipNode:
     async def keyring_operation(self, op: Literal["list", "install", "use", "remove"],
                                 key: str = "") -> KeyringReport:
         return await keyops.run_operation(self, op, key)
+
+    # --- user events ---
+    def on_user_event(self, handler: Callable[[bytes, str], None] | None) -> None:
+        self._event_handler = handler
+
+    async def broadcast_event(self, payload: bytes) -> userevents.BroadcastResult:
+        return await userevents.send_to_members(self, payload)
 
     # --- joining ---
     async def join(self, addresses: Sequence[str]) -> int:
@@ -261,6 +273,12 @@ class GossipNode:
             return [self.sealer.seal(SWIM, r.payload) for r in replies]
         if opened.family == KEYRING_REQUEST:
             return [keyops.answer(self, opened)]
+        if opened.family == USER_EVENT:
+            if self._event_handler is None:
+                self._counters["user_events_unhandled"] += 1
+            else:
+                self._event_handler(opened.body, source)  # the handler counts what it drops
+            return []
         raise MalformedEnvelope("unexpected frame family")
 
     # --- helpers ---

@@ -25,7 +25,6 @@ Contract:
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -64,6 +63,9 @@ ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState
 _STATS = ("probes", "acks", "indirect_probes", "nacks_sent", "nacks_received", "suspicions", "refutes",
           "failed", "malformed", "misdirected", "conflicts", "push_pulls", "reconnects", "gossip_packets",
           "packets_out", "bytes_out", "packets_in", "bytes_in")
+
+
+PUSH_PULL_FLAT_BELOW = 32  # memberlist's pushPullScaleThreshold: up to this many members, the plain interval
 
 
 class Swim:
@@ -426,12 +428,14 @@ class Swim:
             self._follow_up = peer
 
     def _push_pull_interval(self) -> float:
-        """memberlist pushPullScale: above 32 members, stretch by ceil(log2(n) - log2(32)) + 1."""
+        """Above 32 live members the interval grows in proportion to n: a push-pull moves the whole
+        table both ways (O(n) bytes), so this keeps each member's push-pull bytes per second flat
+        however large the cluster (memberlist's log2 stretch lets it grow as n / log n). Changes
+        still spread at once by broadcast, and a partition still heals through the reconnect
+        push-pulls to dead members every `reconnect_interval`."""
         n = self._table.live
         interval = self.config.push_pull_interval
-        if n <= 32:
-            return interval
-        return interval * (math.ceil(math.log2(n) - 5.0) + 1)
+        return interval if n <= PUSH_PULL_FLAT_BELOW else interval * n / PUSH_PULL_FLAT_BELOW
 
     # --- helpers --------------------------------------------------------------------------------
 

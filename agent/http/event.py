@@ -3,9 +3,11 @@
 Contract:
 - `PUT /v1/event/fire/:name`: the body is the opaque payload (empty = null); `?node=`, `?service=`,
   `?tag=` are regex filters (`tag` needs `service`). Answers the event as Consul does (new UUID `ID`,
-  `Version` 1, `LTime` 0: the Lamport time is assigned on receipt). Until gossip exists the event is
-  delivered to this agent only: it enters this agent's ring when the filters match this node and
-  its local services. Bad names/filters are 400, name + payload over 512 bytes is 413.
+  `Version` 1, `LTime` 0, as Consul's answer). The event reaches every agent in the cluster: it
+  enters this agent's ring when the filters match this node and its local services, and the
+  agent's gossip layer (agent.gossip.userevents, through `EventRing.publisher`) sends it to every
+  other member, each of which keeps it only when the filters match its own node and services.
+  Bad names/filters are 400, name + payload over 512 bytes is 413.
 - `GET /v1/event/list[?name=]`: the ring, oldest first. `X-Consul-Index` is Consul's agent-local,
   non-monotonic index (derived from the newest matching event's ID, 1 when none). With `?index=N`
   the request blocks (`wait`, default 5 min, max 10 min, + jitter) only while N equals the current
@@ -21,7 +23,7 @@ import uuid
 from aiohttp import web
 
 from agent.errors import BadRequest
-from agent.events import UserEvent, applies_to, event_index, validate
+from agent.events import UserEvent, event_index, local_view, validate
 from agent.http.app import CONTEXT
 from agent.http.catalog import _check_dc
 from agent.http.common import JITTER_FRACTION, json_response, parse_blocking
@@ -35,10 +37,8 @@ async def fire(request: web.Request) -> web.Response:
                       payload=body or None, node_filter=request.query.get("node", ""),
                       service_filter=request.query.get("service", ""), tag_filter=request.query.get("tag", ""))
     validate(event)
-    state = ctx.local.state
-    services = [(d.service.service, d.service.tags) for d in state.services.values()]
-    if applies_to(event, state.node.node, services):
-        ctx.events.add(event)
+    node, services = local_view(ctx.local.state)
+    ctx.events.fire(event, node, services)
     return json_response(request, event.to_api())
 
 

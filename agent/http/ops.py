@@ -7,8 +7,10 @@ Contract:
   `/v1/catalog/service/{name}`; `unmatched` for unknown paths) and `code` (the final status;
   499 when the client went away first). Without `install` the routes still answer (empty
   metrics; monitor 404s).
-- `GET /v1/agent/metrics` → Consul's JSON shape; `?format=prometheus` (or an `Accept` asking for
-  `text/plain; version=0.0.4` or OpenMetrics) → Prometheus text, `text/plain; version=0.0.4`.
+- `GET /v1/agent/metrics` → Consul's JSON shape for the last completed 10 s interval (as Consul's
+  inmem sink; see agent.metrics); `?format=prometheus` (or an `Accept` asking for
+  `text/plain; version=0.0.4` or OpenMetrics) → Prometheus text, cumulative since start,
+  `text/plain; version=0.0.4`.
 - `GET /v1/agent/monitor?loglevel=info&logjson=true` streams log lines (one per line, JSON when
   `logjson`) until the client disconnects or the agent stops; an unknown level is a 400. A slow
   client loses lines (counted, and announced in its stream), never slows the agent.

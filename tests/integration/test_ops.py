@@ -1,6 +1,7 @@
 """Running as a service, against real agent processes: sd_notify through a datagram socket the test
-owns, signals (graceful, forced), metrics after traffic (parsed strictly), log monitor streaming,
-JSON logs and log-file rotation."""
+owns (incl. a -bootstrap-expect 3 server that is not READY until its peers come), signals
+(graceful, forced), metrics after traffic (parsed strictly; JSON over 10 s intervals; gossip
+series), log monitor streaming, JSON logs and log-file rotation."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 from dnslib import DNSRecord
 
 from tests.integration.harness import ROOT, AgentProcess
+from tests.integration.test_raft_cluster import free_port, server_args, wait_leader
 from tests.promtext import parse, value
 
 
@@ -117,6 +119,21 @@ def test_client_agent_notifies_ready_after_joining(start_agent, notify: NotifySo
     _, pid, ready = notify.wait_for("READY=1")
     assert pid == client.proc.pid and "client, 1 known server" in ready, ready
     assert accepts(client.http_port) and accepts(client.dns_port)
+    client.stop(kill=True)  # (a client leaves on SIGTERM: seconds this test does not need)
+
+
+def test_client_without_servers_is_ready_and_says_it_waits_for_servers(
+        start_agent, notify: NotifySocket, tmp_path: Path) -> None:
+    server_serf = free_port()  # no server there yet: -retry-join keeps trying
+    client = start_agent("-node", "cli", "-data-dir", str(tmp_path / "client"), "-retry-join",
+                         f"127.0.0.1:{server_serf}", "-retry-interval", "200ms", dev=False)
+    _, pid, ready = notify.wait_for("READY=1")
+    assert pid == client.proc.pid and "client, 0 known servers" in ready, ready
+    notify.wait_for("STATUS=waiting for servers")
+    start_agent("-node", "srv", "-serf-lan-port", str(server_serf))
+    _, _, status = notify.wait_for("STATUS=serving", timeout=15)
+    assert "client, 1 known server" in status, status
+    client.stop(kill=True)  # (a client leaves on SIGTERM: seconds this test does not need)
 
 
 def test_client_that_cannot_join_exits_and_is_never_ready(notify: NotifySocket, tmp_path: Path) -> None:
@@ -131,6 +148,31 @@ def test_client_that_cannot_join_exits_and_is_never_ready(notify: NotifySocket, 
     while notify.read(0.2) is not None:
         pass
     assert not any(m[2].startswith("READY=1") for m in notify.messages), notify.messages
+
+
+def test_expecting_server_reports_waiting_and_is_ready_once_its_peers_come(
+        notify: NotifySocket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ports, serf_ports = [free_port() for _ in range(3)], [free_port() for _ in range(3)]
+    agents = [AgentProcess(tmp_path, *server_args(tmp_path, 0, ports, serf_ports), dev=False)]
+    try:
+        agents[0].start()  # alone, with the test's NOTIFY_SOCKET; the other two never get it
+        monkeypatch.delenv("NOTIFY_SOCKET")
+        monkeypatch.delenv("WATCHDOG_USEC")
+        _, pid, _ = notify.wait_for("STATUS=waiting for 2 more servers")
+        assert pid == agents[0].proc.pid
+        assert accepts(agents[0].http_port)  # it serves, but is not ready: no leader
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            notify.read(deadline - time.monotonic())
+        assert not any(m[2].startswith("READY=1") for m in notify.messages), notify.messages
+        for i in (1, 2):
+            agents.append(AgentProcess(tmp_path, *server_args(tmp_path, i, ports, serf_ports), dev=False).start())
+        _, pid, ready = notify.wait_for("READY=1", timeout=30)
+        assert pid == agents[0].proc.pid and "; server, leader" in ready, ready
+        assert wait_leader(agents)
+    finally:
+        for agent in agents:
+            agent.stop(kill=True)
 
 
 def write_config(tmp_path: Path, text: str) -> str:
@@ -222,16 +264,27 @@ def test_metrics_after_traffic(dev_agent: AgentProcess) -> None:
 
     body = agent.get("/v1/agent/metrics").json()
     assert set(body) == {"Timestamp", "Gauges", "Points", "Counters", "Samples"}
+    assert body["Timestamp"].endswith("0 +0000 UTC")  # a 10 s interval's start
     assert any(g["Name"] == "consul.state.nodes" and g["Value"] == 1 for g in body["Gauges"])
-    assert any(s["Name"] == "consul.api.http" for s in body["Samples"])
+    # the JSON shows the last completed 10 s interval: it holds requests once one with traffic completed
+    agent.wait_for(lambda: any(s["Name"] == "consul.api.http" for s in agent.get(
+        "/v1/agent/metrics").json()["Samples"]), timeout=15, what="an interval with HTTP requests")
 
 
 def test_prometheus_client_parses_a_live_scrape(dev_agent: AgentProcess) -> None:
     parser = pytest.importorskip("prometheus_client.parser")
+    assert dev_agent.get("/v1/agent/metrics").status == 200  # an HTTP request to see (run alone too)
     families = {f.name: f for f in parser.text_string_to_metric_families(
         dev_agent.get("/v1/agent/metrics?format=prometheus").text)}
     assert families["consul_state_nodes"].samples[0].value == 1
     assert families["consul_api_http"].type == "summary"
+    members = {s.labels["status"]: s.value for s in families["consul_serf_members"].samples}
+    assert members == {"alive": 1, "failed": 0, "left": 0}
+    assert families["consul_memberlist_probes"].type == "counter"  # alone: no one to probe yet
+    for name in ("consul_memberlist_msg_suspect", "consul_memberlist_refutes",
+                 "consul_memberlist_unauthenticated", "consul_memberlist_malformed"):
+        assert families[name].samples[0].value == 0, name
+    assert families["consul_memberlist_health_score"].samples[0].value == 0
 
 
 def open_monitor(agent: AgentProcess, query: str):

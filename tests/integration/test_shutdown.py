@@ -21,7 +21,7 @@ def test_sigterm_with_blocking_queries_in_flight(start_agent) -> None:
                (f"/v1/catalog/services?index={index}&wait=60s", "/v1/kv/x?index=1&wait=60s")]
     for waiter in waiters:
         waiter.start()
-    agent.wait_for(lambda: "GET" in agent.get("/v1/agent/metrics").text, what="agent serving")
+    agent.wait_for(lambda: "GET" in agent.get("/v1/agent/metrics?format=prometheus").text, what="agent serving")
     started = time.monotonic()
     assert agent.stop() == 0
     assert time.monotonic() - started < 10, "blocking queries held the agent up"

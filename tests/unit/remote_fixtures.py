@@ -106,24 +106,6 @@ async def eventually(predicate, timeout: float = 5.0) -> None:  # type: ignore[n
         await asyncio.sleep(0.02)
 
 
-class _DnsClient(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.replies: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        self.replies.put_nowait(data)
-
-
-async def udp_ask(port: int, data: bytes, timeout: float = 3.0) -> bytes:
-    """One DNS query over UDP to 127.0.0.1:`port`; the raw reply."""
-    loop = asyncio.get_running_loop()
-    transport, client = await loop.create_datagram_endpoint(_DnsClient, remote_addr=("127.0.0.1", port))
-    try:
-        transport.sendto(data)
-        async with asyncio.timeout(timeout):
-            return await client.replies.get()
-    finally:
-        transport.close()
 
 
 def dns_query(name: str, qtype: str = "A") -> bytes:

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from agent.catalog.commands import Command, DeregisterCommand, RegisterCommand
-from agent.catalog.store import StateStore
 from agent.errors import BadRequest, NoLeader
 from agent.local.antientropy import (
     AE_INTERVAL,
@@ -23,16 +22,17 @@ from agent.local.state import LocalState, RemoteNode, SyncScope
 from agent.types import HealthCheck, Node, NodeService, ServiceDefinition
 from checks.clock import FakeClock
 from checks.definition import Status
+from tests.unit.store_fixtures import StoreCatalog
 
 NODE = Node(node="n1", address="10.0.0.1")
 
 
-class FakeCatalog:
+class FakeCatalog(StoreCatalog):
     """CatalogAccess over a real store that fails the next `fail` calls; records when it is read."""
 
     def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
         self.clock = clock
-        self.store = StateStore()
         self.fail = 0
         self.reject: set[str] = set()  # service ids whose registration the catalog rejects
         self.reads: list[tuple[float, bool]] = []  # (time, full)
@@ -43,24 +43,12 @@ class FakeCatalog:
         if self.fail:
             self.fail -= 1
             raise NoLeader()
-        _, row, services = self.store.node(node)
-        _, checks = self.store.node_checks(node)
-        remote = RemoteNode(row, {s.id: s for s in services}, {c.check_id: c for c in checks})
-        if scope is not None:
-            remote.node = row if scope.node else None
-            remote.services = {k: v for k, v in remote.services.items() if k in scope.services}
-            remote.checks = {k: v for k, v in remote.checks.items() if k in scope.checks}
-        return remote
+        return self.remote(scope, node)
 
     async def apply(self, command: Command) -> object:
         if isinstance(command, RegisterCommand) and command.service and command.service.id in self.reject:
             raise BadRequest(f"rejected {command.service.id}")
-        self.index += 1
-        if isinstance(command, RegisterCommand):
-            self.store.ensure_registration(self.index, command)
-        else:
-            assert isinstance(command, DeregisterCommand)
-            self.store.deregister(self.index, command)
+        self.apply_commands(command)
         return None
 
 

@@ -11,37 +11,17 @@ import pytest
 
 from agent.catalog.commands import Command, DeregisterCommand, RegisterCommand
 from agent.catalog.reconcile import consul_service, serf_check
-from agent.catalog.store import StateStore
-from agent.local.state import LocalState, RemoteNode, SyncScope
+from agent.local.state import LocalState
 from agent.types import SERF_CHECK_ID, HealthCheck, Node, NodeService, ServiceDefinition
 from checks.definition import Status
+from tests.unit.store_fixtures import StoreCatalog
 
 NODE = Node(node="n1", address="10.0.0.1", meta={"rack": "a"})
 
 
-class Catalog:
-    def __init__(self) -> None:
-        self.store = StateStore()
-        self.index = 0
-
+class Catalog(StoreCatalog):
     def apply(self, *commands: Command) -> None:
-        for command in commands:
-            self.index += 1
-            if isinstance(command, RegisterCommand):
-                self.store.ensure_registration(self.index, command)
-            else:
-                assert isinstance(command, DeregisterCommand)
-                self.store.deregister(self.index, command)
-
-    def remote(self, scope: SyncScope | None = None, node: str = "n1") -> RemoteNode:
-        _, row, services = self.store.node(node)
-        _, checks = self.store.node_checks(node)
-        remote = RemoteNode(row, {s.id: s for s in services}, {c.check_id: c for c in checks})
-        if scope is not None:
-            remote.node = row if scope.node else None
-            remote.services = {k: v for k, v in remote.services.items() if k in scope.services}
-            remote.checks = {k: v for k, v in remote.checks.items() if k in scope.checks}
-        return remote
+        self.apply_commands(*commands)
 
 
 def service(sid: str = "web-1", **fields: object) -> ServiceDefinition:

@@ -10,12 +10,12 @@ import pytest
 
 from agent.catalog.commands import Command, DeregisterCommand, RegisterCommand
 from agent.catalog.reconcile import MemberView, consul_service, plan_member_reconcile, serf_check
-from agent.catalog.store import StateStore
 from agent.gossip.messages import Member, MemberState
 from agent.server import CatalogServer
 from agent.types import SERF_ALIVE_OUTPUT, SERF_CHECK_ID, SERF_FAILED_OUTPUT, Node, NodeService
 from agent.version import VERSION
 from checks.definition import Status
+from tests.unit.store_fixtures import StoreCatalog
 
 DC = "dc1"
 
@@ -30,19 +30,9 @@ def server(name: str, address: str = "10.0.1.1", port: int = 8300, status: str =
     return dataclasses.replace(view, tags={**view.tags, "role": "consul", "port": str(port), "raft_vsn": "3"})
 
 
-class Catalog:
-    def __init__(self) -> None:
-        self.store = StateStore()
-        self.index = 0
-
+class Catalog(StoreCatalog):
     def apply(self, *commands: Command) -> None:
-        for command in commands:
-            self.index += 1
-            if isinstance(command, RegisterCommand):
-                self.store.ensure_registration(self.index, command)
-            else:
-                assert isinstance(command, DeregisterCommand)
-                self.store.deregister(self.index, command)
+        self.apply_commands(*commands)
 
     def reconcile(self, members: list[MemberView], **kw: object) -> list[Command]:
         """Plan, apply, and check that planning again writes nothing."""

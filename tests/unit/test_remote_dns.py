@@ -22,7 +22,8 @@ from agent.remote.servers import ServerPool
 from agent.types import HealthCheck, Node, NodeService, Weights
 from checks.definition import Status
 from dns.lookup import LookupUnavailable, NodeRecord, PtrOwner, ServiceEndpoint, UnknownDatacenter
-from tests.unit.remote_fixtures import client_session, dead_port, dns_query, in_process_server, member, udp_ask
+from tests.unit.remote_fixtures import client_session, dead_port, dns_query, in_process_server, member
+from tests.unit.test_dns_server import udp_ask
 
 
 def test_json_round_trips() -> None:
