@@ -5,12 +5,15 @@ Contract:
   clock): a TTL session is invalidated between TTL and 2xTTL after its last renew (Consul arms
   `TTL x SESSION_TTL_MULTIPLIER`); timers are (re)armed from scratch for every TTL session the
   driver sees, on create, on renew and when the driver starts (a new leader).
-- `SessionDriver(server, clock=time.monotonic)`: `run()` destroys expired sessions by proposing
-  `SessionDestroyCommand` (never deciding inside the FSM) and reaps tombstones older than
-  `TOMBSTONE_TTL` (granularity `REAP_GRANULARITY`); it sleeps until the next deadline or a change
-  of the sessions table, never polling. `renew(id)` re-arms a timer and returns the session (None
-  when unknown). `lock_delayed(key)` is True while a key released by an invalidation is under
-  its session's LockDelay (the FSM reports those keys through `fsm.on_lock_delay`).
+- `SessionDriver(server, clock=time.monotonic)`: `run()` works only while this server is the Raft
+  leader (checked every `LEADER_POLL` s, as the member reconciler does): on becoming leader it
+  starts with empty timers, so every TTL is armed from scratch (Consul's leader), destroys
+  expired sessions by proposing `SessionDestroyCommand` (never deciding inside the FSM) and reaps
+  tombstones older than `TOMBSTONE_TTL` (granularity `REAP_GRANULARITY`); it sleeps until the next
+  deadline, a change of the sessions table or the next leadership check. Renewals must reach the
+  leader's driver (`http/session.py` forwards them from followers). `renew(id)` re-arms a timer
+  and returns the session (None when unknown). `lock_delayed(key)` is True while a key released
+  by an invalidation is under its session's LockDelay (the FSM reports those keys through `fsm.on_lock_delay`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ SESSION_TTL_MAX = 86_400.0
 MAX_LOCK_DELAY = 60.0
 TOMBSTONE_TTL = 15 * 60.0
 REAP_GRANULARITY = 30.0
+LEADER_POLL = 0.5  # how soon a new leader takes over the timers (agent.reconcile_driver polls the same way)
 log = logging.getLogger("waypost.sessions")
 
 
@@ -112,6 +116,7 @@ class SessionDriver:
         self._samples: deque[tuple[float, int]] = deque()  # (time, applied index) for reaping
         self._last_sample = -REAP_GRANULARITY
         self._reaped = 0
+        self._leading = False
         self._changed = asyncio.Event()
         server.fsm.on_lock_delay = lambda key, ns: self.delays.add(key, ns, self._clock())
 
@@ -128,12 +133,18 @@ class SessionDriver:
     async def run(self) -> None:
         while True:
             now = self._clock()
-            self.timers.sync(self._server.fsm.sessions.all()[1], now)
-            for session_id in self.timers.due(now):
-                self.timers.forget(session_id)
-                log.info("session %s expired (TTL not renewed)", session_id)
-                await self._propose(SessionDestroyCommand(session_id))
-            await self._maybe_reap(now)
+            if self._server.raft.is_leader():
+                if not self._leading:
+                    self._leading = True
+                    self.timers = SessionTimers()  # a new leader arms every TTL from scratch
+                self.timers.sync(self._server.fsm.sessions.all()[1], now)
+                for session_id in self.timers.due(now):
+                    self.timers.forget(session_id)
+                    log.info("session %s expired (TTL not renewed)", session_id)
+                    await self._propose(SessionDestroyCommand(session_id))
+                await self._maybe_reap(now)
+            else:
+                self._leading = False
             await self._sleep()
 
     async def _propose(self, command: object) -> None:
@@ -157,7 +168,7 @@ class SessionDriver:
     async def _sleep(self) -> None:
         now = self._clock()
         deadline = self.timers.next_deadline()
-        timeout = REAP_GRANULARITY if deadline is None else min(REAP_GRANULARITY, max(0.0, deadline - now))
+        timeout = LEADER_POLL if deadline is None else min(LEADER_POLL, max(0.0, deadline - now))
         self._changed.clear()
         handle = self._server.fsm.sessions.watch([SESSIONS], lambda _i: self._changed.set())
         try:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import uuid
 
+import aiohttp
 from aiohttp import web
 
 from agent.catalog.commands import SessionCreateCommand, SessionDestroyCommand
 from agent.catalog.sessions import BEHAVIORS, SESSIONS
-from agent.errors import BadRequest, NotFound
+from agent.errors import BadRequest, NoLeader, NotFound
 from agent.http.app import CONTEXT
 from agent.http.common import json_response, read_json
 from agent.http.kvwait import table_read
@@ -29,6 +30,8 @@ from agent.types import SERF_CHECK_ID
 from checks.definition import DurationError, parse_duration
 
 DEFAULT_LOCK_DELAY_NS = 15_000_000_000
+FORWARDED_HEADER = "X-Waypost-Forwarded"  # a renew a follower handed to the leader (never forwarded again)
+RENEW_FORWARD_TIMEOUT = 5.0
 
 
 def session_id(request: web.Request) -> str:
@@ -118,10 +121,31 @@ async def destroy(request: web.Request) -> web.Response:
 async def renew(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     sid = session_id(request)
+    if ctx.sessions is not None and not ctx.server.raft.is_leader():
+        return await _renew_on_leader(request, sid)
     row = ctx.sessions.renew(sid) if ctx.sessions is not None else ctx.server.fsm.sessions.get(sid)
     if row is None:
         raise NotFound(f"Session id '{sid}' not found")
     return json_response(request, [row.to_api()])
+
+
+async def _renew_on_leader(request: web.Request, sid: str) -> web.Response:
+    """A follower hands a renew to the leader's HTTP API on its server port (only the leader's
+    timers count); one hop only."""
+    leader = request.app[CONTEXT].server.leader_address()
+    if not leader or FORWARDED_HEADER in request.headers:
+        raise NoLeader()
+    headers = {FORWARDED_HEADER: "1"}
+    if "X-Consul-Token" in request.headers:
+        headers["X-Consul-Token"] = request.headers["X-Consul-Token"]
+    try:
+        timeout = aiohttp.ClientTimeout(total=RENEW_FORWARD_TIMEOUT)
+        async with (aiohttp.ClientSession(timeout=timeout) as http,
+                    http.put(f"http://{leader}/v1/session/renew/{sid}", headers=headers) as resp):
+            body = await resp.read()
+            return web.Response(status=resp.status, body=body, content_type=resp.content_type)
+    except (aiohttp.ClientError, TimeoutError):
+        raise NoLeader() from None
 
 
 def _read(request: web.Request, rows) -> web.StreamResponse:  # type: ignore[no-untyped-def]
