@@ -4,7 +4,8 @@ data_dir   = "/var/lib/waypost"
 server     = false
 bind_addr  = "0.0.0.0"
 client_addr = "127.0.0.1"
-retry_join = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+retry_join = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]   # the servers' gossip addresses (port 8301)
+# encrypt = "..."   # the output of `waypost keygen`, the same on every agent (then rotate with `waypost keyring`)
 enable_local_script_checks = false
 node_meta {
   rack = "r1"

@@ -158,10 +158,10 @@ class GossipTransport:
             return None, "connection closed without a reply (the peer refused the frame: wrong encryption key?)"
         except TimeoutError:
             self.counters["stream_errors"] += 1
-            return None, f"timed out talking to {address}"
+            return None, "timed out"
         except (OSError, ValueError, MalformedEnvelope) as exc:
             self.counters["stream_errors"] += 1
-            return None, f"{address}: {exc}"
+            return None, str(exc) or type(exc).__name__
         finally:
             if writer is not None:
                 writer.close()
