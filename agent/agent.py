@@ -260,7 +260,7 @@ class Agent:
     async def _start_server_port(self, server: CatalogServer, ctx: HttpContext) -> None:
         """Raft peers and the API client agents call, on one listener (agent.rpc)."""
         app = build_app(ctx, max_body_bytes=self.config.http_config.max_request_body_bytes, scope="cluster")
-        on_raft = None if server.single else server.cluster.serve_inbound
+        on_raft = None if server.cluster.transport is None else server.cluster.serve_inbound
         listener = ServerPortListener(on_raft, await self._http_protocol_factory(app))
         self.server_port = await listener.start(self.config.bind_addr, self.config.ports.server)
         self._stack.callback(listener.close)
@@ -355,6 +355,7 @@ def cluster_settings(config: AgentConfig, address: str, data_dir: Path | None) -
         server_id=config.node_name, address=f"{address}:{config.ports.server}",
         bind_host=config.bind_addr or "0.0.0.0", port=config.ports.server, data_dir=data_dir,
         expect=config.bootstrap_expect, join=[], single=single, listen=False,
+        accept_joins=single and not config.dev and data_dir is not None,
         raft_multiplier=config.performance.raft_multiplier, hold_timeout=config.performance.rpc_hold_timeout)
 
 

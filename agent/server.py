@@ -74,7 +74,7 @@ class CatalogServer:
 
     @property
     def single(self) -> bool:
-        return self.cluster.settings.single
+        return self.cluster.alone()
 
     @property
     def store(self) -> StateStore:

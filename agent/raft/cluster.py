@@ -4,8 +4,10 @@
 Contract:
 - `RaftCluster(settings, fsm)` opens `FileStorage(data_dir/raft)` (or `MemoryStorage` without a
   data dir) and builds a `RaftNode`. A single server (`settings.single`: -dev, -bootstrap,
-  -bootstrap-expect 1 without joins) bootstraps itself at once, has no transport, and can write
-  synchronously (`apply_now`) before the loop serves. Otherwise `run()` listens on the server
+  -bootstrap-expect 1 without joins) bootstraps itself at once and can write synchronously
+  (`apply_now`) before the loop serves; it has no transport unless `accept_joins` (a durable
+  -bootstrap server other servers may join later: it then adds them like any leader, and stops
+  being `alone()`). Otherwise `run()` listens on the server
   port and servers exchange HELLOs (id, address, expect, known servers) with every join address
   and known peer; once `expect` servers know each other the one with the lowest id bootstraps the
   initial membership. A restarted server keeps its log and membership and only relearns addresses
@@ -75,6 +77,7 @@ class ClusterSettings:
     raft_multiplier: int = 5
     hold_timeout: float = 7.0
     listen: bool = True          # False: the agent's server-port listener (agent.rpc) feeds serve_inbound
+    accept_joins: bool = False   # a single server (-bootstrap) that other servers may still join
 
 
 class RaftCluster:
@@ -102,7 +105,7 @@ class RaftCluster:
         if s.single:
             self.node.bootstrap(Membership.of([s.server_id]))
             self.node.drain_now()
-        else:
+        if not s.single or s.accept_joins:
             self.transport = Transport(s.server_id, s.address, self._on_frame, self._hello_body)
             self.node.send = self.transport.send
             for sid, address in {**self._load_peers(), **recovered}.items():
@@ -111,6 +114,11 @@ class RaftCluster:
             self._leader_known.set()
 
     # --- state ---
+    def alone(self) -> bool:
+        """A single server that is still the only voter (nobody joined it): it is its own quorum."""
+        voters = self.node.membership().voters
+        return self.settings.single and len(voters) <= 1
+
     def leader_address(self) -> str:
         leader = self.node.leader_id()
         if not leader:

@@ -201,3 +201,32 @@ def test_outage_recovery_with_peers_json(tmp_path: Path) -> None:
     finally:
         for agent in agents:
             agent.stop(kill=True)
+
+
+def test_servers_join_a_bootstrap_server(tmp_path: Path) -> None:
+    """Consul's manual bootstrap: one `-bootstrap` server first, the others join it later."""
+    first = AgentProcess(tmp_path, "-server", "-bootstrap", "-data-dir", str(tmp_path / "b1"), "-node", "b1",
+                         "-bind", "127.0.0.1", dev=False)
+    agents = [first]
+    try:
+        first.start()
+        assert register(first, "before-join") == 200
+        for name in ("b2", "b3"):
+            agents.append(AgentProcess(tmp_path, "-server", "-data-dir", str(tmp_path / name), "-node", name,
+                                       "-bind", "127.0.0.1", "-retry-join", first.serf_addr, "-retry-interval", "1s",
+                                       dev=False).start())
+        first.wait_for(lambda: len(first.get("/v1/status/peers").json()) == 3, timeout=30,  # type: ignore[arg-type]
+                       what="both servers voting")
+        assert register(agents[2], "through-a-joiner") == 200  # forwarded to the bootstrap leader
+        for agent in agents:
+            agent.wait_for(lambda a=agent: {"before-join", "through-a-joiner"} <= db_ids(a), what="replication")
+        first.stop(kill=True)  # the bootstrap server is just one of three now: the others carry on
+        wait_leader(agents[1:], timeout=30)
+        assert register(agents[1], "after-failover") == 200
+        # restarted with -bootstrap again: it keeps its log and rejoins; it never starts a new cluster
+        agents[0] = first = AgentProcess(tmp_path, *first.args, dev=False).start()
+        first.wait_for(lambda: "after-failover" in db_ids(first), timeout=30, what="the old leader catching up")
+        assert wait_leader(agents, timeout=30)
+    finally:
+        for agent in agents:
+            agent.stop(kill=True)
