@@ -239,7 +239,8 @@ class Agent:
 
     def healthy(self) -> bool:
         """The core loops are alive (the systemd watchdog pings only then)."""
-        return all(not t.done() for t in self._tasks if t.get_name() in ("raft-apply", "anti-entropy"))
+        core = ("raft-apply",) if self.sync.paused else ("raft-apply", "anti-entropy")  # paused: leaving
+        return all(not t.done() for t in self._tasks if t.get_name() in core)
 
     def ready_status(self) -> str:
         c = self.config
@@ -327,6 +328,7 @@ class Agent:
         """Leave before stopping: tell the cluster (a gossip leave, so the leader deregisters this
         node at once instead of marking it failed), then keep serving for
         `performance.leave_drain_time` so in-flight requests finish."""
+        self.sync.pause()  # the leader deregisters us now: anti-entropy must not put us back
         await self.membership.leave(LEAVE_PROPAGATE_SECONDS)
         drain = self.config.performance.leave_drain_time
         log.info("left the cluster: draining requests for %.1fs", drain)
@@ -356,7 +358,8 @@ def cluster_settings(config: AgentConfig, address: str, data_dir: Path | None) -
         bind_host=config.bind_addr or "0.0.0.0", port=config.ports.server, data_dir=data_dir,
         expect=config.bootstrap_expect, join=[], single=single, listen=False,
         accept_joins=single and not config.dev and data_dir is not None,
-        raft_multiplier=config.performance.raft_multiplier, hold_timeout=config.performance.rpc_hold_timeout)
+        raft_multiplier=config.performance.raft_multiplier, hold_timeout=config.performance.rpc_hold_timeout,
+        snapshot_threshold=config.raft_snapshot_threshold, trailing_logs=config.raft_trailing_logs)
 
 
 async def _build_and_serve(config: AgentConfig, argv: list[str], logs: LogSetup, notifier: Notifier) -> int:

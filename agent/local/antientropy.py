@@ -14,6 +14,8 @@ Contract (Consul's agent/ae StateSyncer; only *when* is decided here, *what* is
   nodes, then +1 per doubling). A failed sync is retried (the same kind: a failed full sync is
   retried as a full one) after a capped exponential backoff (`BACKOFF_MIN` doubling to
   `BACKOFF_MAX`), during which triggers wait but `resync()` is honoured.
+- `pause()` stops all syncing for good (Consul pauses its syncer on leave): a leaving agent must
+  not re-register the node the leader is deregistering; `sync_now` then returns at once.
 - Time comes from an injected `checks.clock.Clock` (default: the loop's), randomness from an
   injected `random.Random`: tests drive `run()` on a `FakeClock` without sleeping.
 """
@@ -101,6 +103,7 @@ class AntiEntropy:
         self._retry_full = False
         self._backoff = 0.0
         self.synced_version = -1
+        self.paused = False
         self.stats = {"full": 0, "partial": 0, "failed": 0, "rejected": 0}
 
     # --- requests ---
@@ -122,9 +125,15 @@ class AntiEntropy:
         """The current retry wait (0 when the last sync succeeded)."""
         return self._backoff
 
+    def pause(self) -> None:
+        self.paused = True
+        self._wake.set()
+
     # --- syncing ---
     async def sync_now(self, *, full: bool = False) -> None:
         async with self._lock:
+            if self.paused:
+                return
             version = self._local.version
             dirty = self._local.take_dirty()
             if not full and not (dirty.node or dirty.services or dirty.checks):
@@ -149,7 +158,7 @@ class AntiEntropy:
 
     async def run(self) -> None:
         self._next_full = self._clock.now() + self.full_sync_delay()
-        while True:
+        while not self.paused:
             now = self._clock.now()
             resync_due = self._resync_at is not None and now >= self._resync_at
             full_due = now >= self._next_full

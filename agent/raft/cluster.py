@@ -44,7 +44,14 @@ from agent.raft.core import CoreConfig
 from agent.raft.errors import NotLeader, ProposalDropped, RaftError
 from agent.raft.memstore import MemoryStorage
 from agent.raft.messages import MalformedMessage, Membership
-from agent.raft.node import BASE_TICK_SECONDS, LeadershipLost, RaftNode, StateMachine
+from agent.raft.node import (
+    BASE_TICK_SECONDS,
+    SNAPSHOT_EVERY,
+    TRAILING_LOGS,
+    LeadershipLost,
+    RaftNode,
+    StateMachine,
+)
 from agent.raft.storage import FileStorage, recover_peers
 from agent.raft.transport import FORWARD, FORWARD_RESP, HELLO, OPERATOR, OPERATOR_RESP, RAFT, Transport
 
@@ -78,6 +85,8 @@ class ClusterSettings:
     hold_timeout: float = 7.0
     listen: bool = True          # False: the agent's server-port listener (agent.rpc) feeds serve_inbound
     accept_joins: bool = False   # a single server (-bootstrap) that other servers may still join
+    snapshot_threshold: int = SNAPSHOT_EVERY   # raft_snapshot_threshold
+    trailing_logs: int = TRAILING_LOGS         # raft_trailing_logs
 
 
 class RaftCluster:
@@ -90,7 +99,8 @@ class RaftCluster:
             storage = FileStorage(s.data_dir / "raft")
             recovered = recover_peers(s.data_dir / "raft" / "peers.json", storage)
         self.node = RaftNode(s.server_id, fsm, storage, tick_seconds=BASE_TICK_SECONDS * s.raft_multiplier,
-                             config=CoreConfig(), durable=s.data_dir is not None)
+                             config=CoreConfig(), durable=s.data_dir is not None,
+                             snapshot_every=s.snapshot_threshold, trailing_logs=s.trailing_logs)
         self.transport: Transport | None = None
         self._peers_file = s.data_dir / "raft" / "addresses.json" if s.data_dir is not None else None
         self._expect: dict[str, int] = {}

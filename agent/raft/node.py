@@ -11,7 +11,8 @@ Contract:
   commit-only hard states skip the fsync, a leader's appends leave before its own fsync) → send →
   restore a received snapshot →
   apply committed entries to the FSM → resolve read states → `advance`. After `snapshot_every`
-  applied entries the FSM is snapshotted and the log truncated.
+  applied entries the FSM is snapshotted and the log truncated, keeping the last `trailing_logs`
+  entries in memory (a follower slightly behind catches up from the log instead of a snapshot).
 - `propose(data)` resolves with the FSM's result when the entry is applied here, or raises the
   FSM's error; `NotLeader` when this server is not the leader; `LeadershipLost` when another
   entry took its index. `register_waiter(index, term, cb)` lets a follower wait for the result of
@@ -49,6 +50,7 @@ from agent.raft.messages import (
 )
 
 SNAPSHOT_EVERY = 10_000  # applied entries between automatic snapshots (and log truncation)
+TRAILING_LOGS = 0        # entries kept in memory behind a snapshot (the agent passes raft_trailing_logs)
 RESULT_HISTORY = 4096    # apply results kept for forwarded writes that finish before their waiter
 BASE_TICK_SECONDS = 0.02  # × raft_multiplier (default 5 → 100 ms heartbeat, election 1–2 s)
 log = logging.getLogger("waypost.raft")
@@ -78,13 +80,15 @@ class RaftNode:
     def __init__(self, server_id: str, fsm: StateMachine, storage: RaftStorage, *,
                  tick_seconds: float = BASE_TICK_SECONDS * 5, config: CoreConfig | None = None,
                  send: Callable[[Message], None] | None = None, durable: bool = True,
-                 snapshot_every: int = SNAPSHOT_EVERY, rng: random.Random | None = None) -> None:
+                 snapshot_every: int = SNAPSHOT_EVERY, trailing_logs: int = TRAILING_LOGS,
+                 rng: random.Random | None = None) -> None:
         self.id = server_id
         self.fsm = fsm
         self.storage = storage
         self.tick_seconds = tick_seconds
         self.durable = durable  # False: MemoryStorage, saved inline without a thread
         self.snapshot_every = snapshot_every
+        self.trailing_logs = trailing_logs
         self._config = config or CoreConfig()
         self._rng = rng or random.Random()
         self.send: Callable[[Message], None] = send or (lambda m: None)
@@ -363,6 +367,8 @@ class RaftNode:
         if rd.snapshot is not None:
             self.fsm.restore(rd.snapshot.data)
             self._fsm_applied = max(self._fsm_applied, rd.snapshot.index)
+            log.info("raft: installed snapshot at index %d (term %d) from the leader", rd.snapshot.index,
+                     rd.snapshot.term)
             for index in [i for i in self._waiters if i <= rd.snapshot.index]:
                 for _, waiter in self._waiters.pop(index):
                     waiter(LeadershipLost(f"entry {index} arrived inside a snapshot"))
@@ -429,7 +435,7 @@ class RaftNode:
             await asyncio.to_thread(self.storage.save_snapshot, snap)
         else:
             self.storage.save_snapshot(snap)
-        self._submit(lambda: self.core.compact(index))
+        self._submit(lambda: self.core.compact(index - self.trailing_logs))
         log.info("snapshot written at index %d", index)
 
     def close(self) -> None:

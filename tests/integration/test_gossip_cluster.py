@@ -124,6 +124,23 @@ def test_kv_written_through_one_client_is_read_through_the_other(cluster: Cluste
     assert (reply.status, reply.body) == (200, b"hello")
 
 
+def test_py_consul_works_unchanged_against_a_client_agent(cluster: Cluster) -> None:
+    import consul
+
+    c1 = cluster.agents["c1"]
+    api = consul.Consul(host=c1.host, port=c1.http_port)
+    assert api.kv.put("pyconsul/through-client", "v1") is True
+    index, row = api.kv.get("pyconsul/through-client")
+    assert row["Value"] == b"v1" and int(index) > 0
+    _, rows = api.health.service("web", passing=True)
+    assert [r["Service"]["ID"] for r in rows] == ["web-c1"]
+    assert "web-c1" in api.agent.services()
+    assert api.status.leader() and len(api.status.peers()) == 3
+    session = api.session.create(ttl=30)  # on this agent's node, c1
+    assert api.session.info(session)[1]["Node"] == "c1"
+    api.session.destroy(session)
+
+
 def test_killed_client_leaves_passing_and_dns_then_returns(cluster: Cluster) -> None:
     s3, c2 = cluster.agents["s3"], cluster.agents["c2"]
     s3.wait_for(lambda: passing_nodes(s3, "web") == {"c1"}, timeout=20, what="web passing on c1")

@@ -225,3 +225,19 @@ def test_a_rejected_item_does_not_block_the_others() -> None:
         assert catalog.store.node_service("n1", "bad") is not None
 
     run_scenario(body)
+
+
+async def test_paused_anti_entropy_never_writes_again() -> None:
+    """A leaving agent pauses its syncer: the leader's deregistration of the node must stick."""
+    clock = FakeClock()
+    catalog = FakeCatalog(clock)
+    local = LocalState(NODE)
+    local.add_service(ServiceDefinition(NodeService(id="web-1", service="web", port=80)))
+    sync = AntiEntropy(local, catalog, clock=clock)
+    await sync.sync_now(full=True)
+    written = catalog.index
+    sync.pause()
+    local.add_service(ServiceDefinition(NodeService(id="web-2", service="web", port=81)))
+    await sync.sync_now(full=True)
+    await asyncio.wait_for(sync.run(), 1)  # returns at once: nothing more to do, ever
+    assert catalog.index == written
