@@ -24,6 +24,7 @@ class SwimConfig:
     probe_interval: float = 1.0            # one failure-detection round per second (memberlist LAN)
     probe_timeout: float = 0.5             # an ack slower than this on a LAN is a lost ack
     indirect_checks: int = 3               # three relays: one bad path must not convict a member
+    tcp_pings: bool = True                 # memberlist's TCP fallback ping: lossy UDP alone convicts no one
     retransmit_mult: int = 4               # each broadcast sent 4 × ceil(log10(n+1)) times: reaches all whp
     suspicion_mult: int = 4                # suspect for ≥ 4 probe rounds (× log10 n) before DEAD
     suspicion_max_timeout_mult: int = 6    # Lifeguard: start at 6 × the minimum, shrink with confirmations

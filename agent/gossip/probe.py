@@ -2,10 +2,11 @@
 
 Contract: `Prober` picks one target per (awareness-scaled) probe interval from the member table's
 randomized round-robin order, pings it, sends `indirect_checks` indirect pings through random ALIVE
-members if no ack came within probe_timeout, and at the end of the round reports the target as
-failed (`tick` returns its name; the core then suspects it). Acks and nacks are matched by sequence
-number. As a relay it forwards acks for indirect pings and sends a nack if the target stays silent.
-The health score rises with missed nacks / failed probes / refutations and falls with each ack.
+members (and the same ping over a stream: memberlist's TCP fallback) if no ack came within
+probe_timeout, and at the end of the round reports the target as failed (`tick` returns its name;
+the core then suspects it). Acks and nacks are matched by sequence number. As a relay it forwards
+acks for indirect pings and sends a nack if the target stays silent. The health score rises with
+missed nacks / failed probes / refutations and falls with each ack.
 A ping to a SUSPECT member carries the suspicion itself (Lifeguard's buddy system), so the accused
 hears it and refutes even if gossip missed it. It sends through the `send(addr, payload, out, extra)`
 callback, which adds `extra` parts and piggybacked broadcasts.
@@ -122,9 +123,10 @@ class Prober:
         if target is None:
             return
         seq = self._next_seq()
-        scale = self.awareness.scale
-        self._probe = _Probe(target.name, seq, now + scale(self.config.probe_timeout),
-                             now + scale(self.config.probe_interval))
+        # as memberlist: the health score stretches the round (more time for indirect and TCP acks),
+        # not the direct ack wait, since waiting longer does not get a lost UDP packet through
+        self._probe = _Probe(target.name, seq, now + self.config.probe_timeout,
+                             now + self.awareness.scale(self.config.probe_interval))
         self.stats["probes"] += 1
         me = self.table.me
         extra: tuple[bytes, ...] = ()
@@ -146,6 +148,13 @@ class Prober:
         for relay in relays:
             self.stats["indirect_probes"] += 1
             send(relay.addr, msg, out)
+        if not self.config.tcp_pings:
+            return
+        # memberlist's TCP fallback: the same ping over a stream, answered on that connection; lost
+        # UDP on a lossy path no longer convicts a member whose TCP still gets through in time
+        self.stats["tcp_pings"] += 1
+        out.append(Outgoing(target.addr, encode(Ping(probe.seq, target.name, me.name, me.addr)), stream=True,
+                            expect_reply=True))
 
     def _next_seq(self) -> int:
         self._seq += 1

@@ -5,7 +5,9 @@ Contract:
   mult × max(1, log10(max(1, n))) × interval (memberlist's suspicionTimeout).
 - `Suspicion`: started by one suspector with `k` expected independent confirmations; its deadline
   falls from `max_timeout` toward `min_timeout` as log(c + 1) / log(k + 1) with c distinct
-  confirmers (the original suspector does not count twice). k < 1 → the minimum at once.
+  confirmers (the original suspector does not count twice). k < 1 → the minimum at once. A
+  suspicion learnt second-hand (push-pull) starts with no known suspector (`source=None`): the first
+  accuser heard afterwards becomes the origin and is not counted as a confirmation.
 - `Awareness`: the Lifeguard health score in [0, max_multiplier - 1]; `scale(d)` stretches a probe
   interval or timeout by (score + 1).
 """
@@ -29,25 +31,29 @@ def lifeguard_timeout(confirmations: int, k: int, min_timeout: float, max_timeou
 class Suspicion:
     __slots__ = ("confirmers", "deadline", "incarnation", "k", "max_timeout", "min_timeout", "start")
 
-    def __init__(self, source: str, incarnation: int, start: float, k: int,
+    def __init__(self, source: str | None, incarnation: int, start: float, k: int,
                  min_timeout: float, max_timeout: float) -> None:
         self.incarnation = incarnation
         self.start = start
         self.k = k
         self.min_timeout = min_timeout
         self.max_timeout = max_timeout
-        self.confirmers: dict[str, None] = {source: None}
+        self.confirmers: dict[str, None] = {source: None} if source is not None else {}
         self.deadline = start + lifeguard_timeout(0, k, min_timeout, max_timeout)
 
     def confirm(self, source: str) -> bool:
         """A new independent suspector: True (and the deadline moves closer); False if already counted
-        or enough confirmations are in."""
-        if source in self.confirmers or len(self.confirmers) - 1 >= self.k:
+        or enough confirmations are in. The first suspector of a second-hand suspicion is its origin:
+        True (news worth relaying) but the deadline stays."""
+        if source in self.confirmers or self.confirmations() >= self.k:
             return False
         self.confirmers[source] = None
-        c = len(self.confirmers) - 1
+        c = self.confirmations()
         self.deadline = self.start + lifeguard_timeout(c, self.k, self.min_timeout, self.max_timeout)
         return True
+
+    def confirmations(self) -> int:
+        return max(0, len(self.confirmers) - 1)
 
 
 class Awareness:

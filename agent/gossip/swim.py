@@ -8,10 +8,13 @@ Contract:
   `stats["malformed"]` and dropped, never raised.
 - Failure detection: one probe per (awareness-scaled) probe interval in randomized round-robin
   order; ping → ack within probe_timeout, else indirect pings through `indirect_checks` members
-  (with nacks); no ack by the end of the round → SUSPECT with a Lifeguard suspicion timeout that
-  shrinks with independent confirmations → DEAD. A member hearing itself suspected or dead refutes
-  with a higher incarnation. Pings to a SUSPECT member carry the suspicion (Lifeguard's buddy
-  system); a member hearing an accusation it already refuted answers the sender with its Alive.
+  (with nacks) and a TCP fallback ping (answered on its connection); no ack by the end of the round
+  → SUSPECT with a Lifeguard suspicion timeout that shrinks with independent confirmations (own
+  failed probes and first-hand Suspect messages; never push-pull rows) → DEAD; a Suspect of a newer
+  incarnation starts a new suspicion. A member hearing itself suspected or dead refutes with a
+  higher incarnation. Pings to a SUSPECT member carry the suspicion (Lifeguard's buddy system); a
+  member hearing an accusation that was already refuted (against itself or a member it holds ALIVE
+  at a higher incarnation) answers the sender with the current Alive.
 - Dissemination: every state change is queued as a transmit-limited broadcast (retransmit_mult ×
   ceil(log10(n + 1))) and piggybacked on pings/acks and on gossip packets sent every gossip_interval
   to gossip_nodes members (recently dead ones too); full-state push-pull over a stream periodically
@@ -60,7 +63,7 @@ from agent.gossip.table import LIVE, MemberRecord, MemberTable
 __all__ = ["MemberEvent", "Outgoing", "Swim", "SwimConfig"]
 
 ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
-_STATS = ("probes", "acks", "indirect_probes", "nacks_sent", "nacks_received", "suspicions", "refutes",
+_STATS = ("probes", "acks", "indirect_probes", "tcp_pings", "nacks_sent", "nacks_received", "suspicions", "refutes",
           "failed", "malformed", "misdirected", "conflicts", "push_pulls", "reconnects", "gossip_packets",
           "packets_out", "bytes_out", "packets_in", "bytes_in")
 
@@ -230,7 +233,10 @@ class Swim:
             if msg.target and msg.target != self.name:
                 self.stats["misdirected"] += 1
                 return
-            self._send(msg.source_addr or source, encode(Ack(msg.seq, self.name)), out)
+            if stream:   # a TCP fallback ping: the ack goes back on the same connection
+                out.append(Outgoing("", encode(Ack(msg.seq, self.name)), stream=True, reply=True))
+            else:
+                self._send(msg.source_addr or source, encode(Ack(msg.seq, self.name)), out)
         elif isinstance(msg, Ack):
             self._prober.on_ack(msg.seq, self._send, out)
         elif isinstance(msg, Suspect):
@@ -251,10 +257,18 @@ class Swim:
                 out.append(Outgoing("", encode(PushPull(msg.join, True, self._states())), stream=True, reply=True))
 
     def _correct_stale_rumor(self, msg: Suspect | Dead, source: str, stream: bool, out: list[Outgoing]) -> None:
-        """Someone still gossips an accusation against us that we already refuted: it missed our
-        refutation, so answer it directly with our current Alive (not memberlist; see the sim tests)."""
-        if msg.name == self.name and msg.incarnation < self._me.incarnation and not stream and not self._leaving:
-            self._send(source, self._alive_payload(), out)
+        """Someone still gossips an accusation that was already refuted (against us, or against a
+        member we hold ALIVE at a higher incarnation): it missed the refutation, so answer it directly
+        with the current Alive before its own suspicion timer expires (not memberlist; see
+        tests/sim/swim_soak.py: a refutation's gossip can miss one member by chance)."""
+        node = self._nodes.get(msg.name)
+        if stream or node is None or msg.incarnation >= node.incarnation:
+            return
+        if node is self._me:
+            if not self._leaving:
+                self._send(source, self._alive_payload(), out)
+        elif node.state == ALIVE:
+            self._send(source, encode(Alive(node.name, node.address, node.port, node.incarnation, node.tags)), out)
 
     def _on_alive(self, a: Alive, raw: bytes | None, now: float) -> None:
         if a.name == self.name:
@@ -297,7 +311,10 @@ class Swim:
         elif moved or a.tags != old_tags:
             self._events.append(MemberEvent("update", node.view()))
 
-    def _on_suspect(self, s: Suspect, raw: bytes | None, now: float) -> None:
+    def _on_suspect(self, s: Suspect, raw: bytes | None, now: float, *, second_hand: bool = False) -> None:
+        """`second_hand`: a SUSPECT/DEAD row of a push-pull, nobody's own failed probe: it starts a
+        suspicion with no known accuser, never confirms one and is not re-broadcast (memberlist
+        confirms under its own name here, so anti-entropy alone shrinks Lifeguard timeouts)."""
         node = self._nodes.get(s.name)
         if node is None or s.incarnation < node.incarnation:
             return
@@ -305,14 +322,17 @@ class Swim:
             if not self._leaving:
                 self._refute(s.incarnation)
             return
-        if node.state == SUSPECT:
-            sus = self._suspicions.get(s.name)
-            if sus is not None and sus.confirm(s.source):
+        sus = self._suspicions.get(s.name)
+        if node.state == SUSPECT and sus is not None and s.incarnation == sus.incarnation:
+            if not second_hand and sus.confirm(s.source):
                 self._add_timer(sus.deadline, "suspect", s.name, float(sus.incarnation))
                 self._broadcast(s.name, raw, s)
             return
-        if node.state != ALIVE:
+        if node.state not in LIVE:
             return
+        # ALIVE, or SUSPECT at an older incarnation: then the member refuted that suspicion (we missed
+        # its Alive) and is accused afresh, so this starts a new suspicion; confirming the stale one
+        # (memberlist does) would date it from the old start and can expire it at once
         node.incarnation = s.incarnation
         self._table.set_state(node, SUSPECT, now)
         n = self._table.live
@@ -320,11 +340,13 @@ class Swim:
         if n - 2 < k:
             k = 0
         lo = suspicion_timeout(self.config.suspicion_mult, n, self.config.probe_interval)
-        sus = Suspicion(s.source, s.incarnation, now, k, lo, lo * self.config.suspicion_max_timeout_mult)
+        origin = None if second_hand else s.source
+        sus = Suspicion(origin, s.incarnation, now, k, lo, lo * self.config.suspicion_max_timeout_mult)
         self._suspicions[s.name] = sus
         self._add_timer(sus.deadline, "suspect", s.name, float(s.incarnation))
         self.stats["suspicions"] += 1
-        self._broadcast(s.name, raw, s)
+        if not second_hand:
+            self._broadcast(s.name, raw, s)
 
     def _on_dead(self, d: Dead, raw: bytes | None, now: float) -> None:
         node = self._nodes.get(d.name)
@@ -364,7 +386,7 @@ class Swim:
                 self._on_dead(Dead(st.name, st.incarnation, st.name, True), None, now)
             elif st.state != ALIVE:
                 # a remote DEAD verdict only makes us suspect: our own probes decide
-                self._on_suspect(Suspect(st.name, st.incarnation, source), None, now)
+                self._on_suspect(Suspect(st.name, st.incarnation, self.name), None, now, second_hand=True)
 
     # --- periodic work --------------------------------------------------------------------------
 

@@ -4,11 +4,13 @@ Contract: `SwimNet(seed)` owns the clock (`now`, seconds) and one `random.Random
 every latency, loss decision and core rng is drawn, so a run is replayed exactly by its seed.
 Packets travel as the bytes the cores produce (real msgpack codec). UDP packets are lost with
 probability `loss` and delayed by a random latency; streams are reliable but fail (are dropped)
-when either end is down or the ends are partitioned. A stream frame with `expect_reply` gets the
-receiver's `reply=True` outputs delivered back to the sender as `receive(stream=True)`, like the
-asyncio driver does. Each core is ticked exactly at its `next_deadline()`. Faults: crash / restart,
-partitions into groups. Byte counters per node support the scale measurements. Invariant checked on
-every event: what a member reports about another never returns to a lower incarnation.
+when either end is down or the ends are partitioned, and under loss each frame is late by TCP's
+retransmission timeouts (a connection's SYN / SYN-ACK: 1 s each, data: 0.2 s, doubling). A stream
+frame with `expect_reply` gets the receiver's `reply=True` outputs delivered back to the sender as
+`receive(stream=True)`, like the asyncio driver does. Each core is ticked exactly at its
+`next_deadline()`. Faults: crash / restart, partitions into groups. Byte counters per node support
+the scale measurements. Invariant checked on every event: what a member reports about another never
+returns to a lower incarnation.
 """
 
 from __future__ import annotations
@@ -212,6 +214,7 @@ class SwimNet:
         self._n += 1
         if out.stream or out.reply:
             m.stream_bytes += len(out.payload)
+            delay += self._tcp_retransmits(handshake=not out.reply)
             if self._blocked(m.name, dst):
                 self.dropped += 1
                 return
@@ -226,6 +229,19 @@ class SwimNet:
                 self.dropped += 1
                 return
             heapq.heappush(self._q, (self.now + delay, self._n, 0, (m.name, dst, out.payload, m.addr, False)))
+
+    def _tcp_retransmits(self, *, handshake: bool) -> float:
+        """The extra delay packet loss adds to one TCP frame: each lost segment waits out a
+        retransmission timeout that doubles (Linux: 1 s for SYN and SYN-ACK, at least 0.2 s for data).
+        No loss, no random draw (loss-free runs keep their sequences)."""
+        if not self.loss:
+            return 0.0
+        extra = 0.0
+        for rto in (1.0, 1.0, 0.2) if handshake else (0.2,):
+            while self.rng.random() < self.loss:
+                extra += rto
+                rto *= 2
+        return extra
 
     def _deliver(self, kind: int, args: tuple) -> None:
         src_name, dst_name, payload, src, expect_reply = args

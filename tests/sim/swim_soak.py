@@ -1,8 +1,9 @@
 """False-failure soak of the SWIM core: `python -m tests.sim.swim_soak [--seeds N] [--start S] [--loss P]
-[--members M] [--seconds T]`.
+[--members M] [--seconds T] [--no-tcp-pings]`.
 
-Contract: for each seed, builds an M-member cluster on the seeded fake network (tests/sim/swim_net.py,
-loss P on every UDP link, streams reliable), lets it converge, runs T simulated seconds with nobody
+Contract: for each seed, builds an M-member cluster with Consul's LAN timing on the seeded fake network
+(tests/sim/swim_net.py: loss P on every UDP link; streams reliable but late by TCP retransmission
+timeouts under loss), lets it converge, runs T simulated seconds with nobody
 crashed, and counts every "failed" event (a live member declared DEAD by some observer). Prints each
 failing seed with its first false verdicts (observer → victim at time t) plus totals of suspicions and
 refutations, and exits non-zero if any seed failed. Not part of the test suite (≈1 s of wall time
@@ -15,12 +16,14 @@ import argparse
 import sys
 import time
 
+from agent.gossip.swim import SwimConfig
 from tests.sim.swim_net import SwimNet
 
 
-def run_seed(seed: int, members: int, loss: float, seconds: float) -> tuple[list[tuple[str, str, float]], int, int]:
+def run_seed(seed: int, members: int, loss: float, seconds: float, *, tcp_pings: bool = True,
+             ) -> tuple[list[tuple[str, str, float]], int, int]:
     """(false verdicts (observer, victim, time), suspicions, refutes) of one seeded run."""
-    net = SwimNet(seed, loss=loss)
+    net = SwimNet(seed, SwimConfig(tcp_pings=tcp_pings), loss=loss)
     names = [f"n{i}" for i in range(members)]
     for name in names:
         net.add(name)
@@ -42,11 +45,14 @@ def main() -> int:
     parser.add_argument("--loss", type=float, default=0.10)
     parser.add_argument("--members", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--no-tcp-pings", action="store_true", help="disable the TCP fallback ping (memberlist's "
+                        "DisableTcpPings) to measure the UDP-only detector")
     args = parser.parse_args()
     failed = verdict_total = sus_total = ref_total = 0
     started = time.monotonic()
     for seed in range(args.start, args.start + args.seeds):
-        verdicts, suspicions, refutes = run_seed(seed, args.members, args.loss, args.seconds)
+        verdicts, suspicions, refutes = run_seed(seed, args.members, args.loss, args.seconds,
+                                                 tcp_pings=not args.no_tcp_pings)
         sus_total += suspicions
         ref_total += refutes
         if verdicts:
@@ -55,6 +61,7 @@ def main() -> int:
             shown = ", ".join(f"{o}→{v}@{t:.1f}" for o, v, t in verdicts[:4])
             print(f"FAILED seed={seed}: {len(verdicts)} false DEAD ({shown})", flush=True)
     print(f"{args.seeds} seeds (start {args.start}), {args.members} members, loss {args.loss:.2f}, "
+          f"tcp pings {'off' if args.no_tcp_pings else 'on'}, "
           f"{args.seconds:.0f} s each: {failed} seeds with a false DEAD ({verdict_total} verdicts); "
           f"{sus_total} suspicions, {ref_total} refutations; {time.monotonic() - started:.1f} s wall")
     return 1 if failed else 0
