@@ -328,7 +328,7 @@ class Agent:
         """Leave before stopping: tell the cluster (a gossip leave, so the leader deregisters this
         node at once instead of marking it failed), then keep serving for
         `performance.leave_drain_time` so in-flight requests finish."""
-        self.sync.pause()  # the leader deregisters us now: anti-entropy must not put us back
+        await self.sync.pause()  # the leader deregisters us now: anti-entropy must not put us back
         await self.membership.leave(LEAVE_PROPAGATE_SECONDS)
         drain = self.config.performance.leave_drain_time
         log.info("left the cluster: draining requests for %.1fs", drain)

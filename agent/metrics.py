@@ -87,6 +87,7 @@ HELP: dict[str, str] = {
     "memberlist.msg.dead": "members this agent marked failed",
     "memberlist.refutes": "times this agent refuted a suspicion or death about itself",
     "memberlist.push_pulls": "full state exchanges (push-pull) with other members",
+    "memberlist.tcp_pings": "fallback pings sent over TCP while a UDP probe went unanswered",
     "memberlist.unauthenticated": "gossip packets dropped because they did not authenticate (wrong or no key)",
     "memberlist.malformed": "gossip packets or messages dropped as malformed",
 }
@@ -344,6 +345,7 @@ GOSSIP_COUNTERS: dict[str, tuple[str, ...]] = {
     "memberlist.msg.dead": ("failed",),
     "memberlist.refutes": ("refutes",),
     "memberlist.push_pulls": ("push_pulls",),
+    "memberlist.tcp_pings": ("tcp_pings",),
     "memberlist.unauthenticated": ("unauthenticated",),
     "memberlist.malformed": ("malformed", "malformed_packets"),  # the SWIM core's + the transport's
 }

@@ -15,7 +15,9 @@ Contract (Consul's leaderLoop reconcile duties):
 - A pass plans with `agent.catalog.reconcile.plan_member_reconcile` and applies the commands one
   at a time with `await server.apply(cmd)`. A command the catalog rejects is logged and skipped;
   any other error (no leader, leadership lost) ends the pass, and a full pass follows after
-  `RETRY_MIN` s, doubling up to `interval` while failures repeat.
+  `RETRY_MIN` s, doubling up to `interval` while failures repeat. An event pass that deregistered
+  a node is followed by a full pass `LEFT_RECHECK` s later: a registration the departed agent had
+  in flight may land after the deregistration and must not stay.
 - Reaping (catalog nodes with `serfHealth` but no member) waits until this server has been leader
   for `reap_grace` s and sees its own member: a fresh gossip view (a restarted server before its
   push-pull) must not deregister live nodes.
@@ -28,6 +30,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from agent.catalog.commands import DeregisterCommand
 from agent.catalog.reconcile import MemberView, plan_member_reconcile
 from agent.errors import BadRequest
 from agent.gossip.messages import Member
@@ -43,6 +46,8 @@ LEADER_POLL = 0.5          # how often leadership is checked (the Raft node's ca
 COALESCE = 0.05            # member events within this window share one pass
 RETRY_MIN = 1.0            # a failed pass is retried this soon, doubling up to the interval
 REAP_GRACE = 30.0          # one push-pull interval: a new leader's gossip view has filled by then
+LEFT_RECHECK = 8.0         # after deregistering a node: one more full pass once writes it had in
+                           # flight (a forwarded registration waits up to the 7 s hold timeout) landed
 
 
 class MemberReconciler:
@@ -70,7 +75,8 @@ class MemberReconciler:
         self._leader_since: float | None = None
         self._next_full = 0.0
         self._retry = RETRY_MIN
-        self.stats = {"passes": 0, "full": 0, "failed": 0, "applied": 0, "rejected": 0, "servers_removed": 0}
+        self.stats = {"passes": 0, "full": 0, "failed": 0, "applied": 0, "rejected": 0, "servers_removed": 0,
+                      "deregistered": 0}
 
     def _on_event(self, event: MemberEvent) -> None:
         """Called by the gossip node: never raises into it."""
@@ -132,9 +138,12 @@ class MemberReconciler:
             self._next_full = min(self._next_full, self._leader_since + self._reap_grace)
 
     async def _event_pass(self) -> None:
+        deregistered = self.stats["deregistered"]
         ok, _ = await self.reconcile_once(full=False)
         if not ok:  # a full pass soon repairs whatever this one missed
             self._next_full = min(self._next_full, self._clock.now() + self._retry)
+        elif self.stats["deregistered"] > deregistered:  # a write the node had in flight may still land
+            self._next_full = min(self._next_full, self._clock.now() + LEFT_RECHECK)
 
     async def reconcile_once(self, *, full: bool = True) -> tuple[bool, bool]:
         """One pass over every member (`full`) or over those events named since the last pass;
@@ -158,6 +167,7 @@ class MemberReconciler:
                 try:
                     await self._server.apply(command)
                     self.stats["applied"] += 1
+                    self.stats["deregistered"] += isinstance(command, DeregisterCommand)
                 except BadRequest as exc:  # this command only; the others still apply
                     self.stats["rejected"] += 1
                     log.warning("member reconcile: the catalog rejected %s: %s", command, exc)

@@ -20,7 +20,7 @@ LAYERS = {
     "checks/result.py": 0, "dns/query.py": 0, "dns/lookup.py": 0, "dns/config.py": 0, "dns/wire.py": 0,
     "agent/catalog": 1, "agent/catalog/reconcile.py": 1, "agent/local/state.py": 1, "agent/filter": 1, "dns/answer": 1,
     "checks/thresholds.py": 1, "checks/ttl.py": 1,
-    "agent/gossip/messages.py": 1, "agent/gossip/config.py": 1, "agent/gossip/swim.py": 1,
+    "agent/gossip/messages.py": 1, "agent/gossip/config.py": 1, "agent/gossip/swim.py": 1, "agent/gossip/rumors.py": 1,
     "agent/gossip/table.py": 1, "agent/gossip/broadcast.py": 1, "agent/gossip/suspicion.py": 1,
     "agent/gossip/probe.py": 1,
     "agent/raft/storage.py": 2, "agent/raft/transport.py": 2,

@@ -14,8 +14,9 @@ Contract (Consul's agent/ae StateSyncer; only *when* is decided here, *what* is
   nodes, then +1 per doubling). A failed sync is retried (the same kind: a failed full sync is
   retried as a full one) after a capped exponential backoff (`BACKOFF_MIN` doubling to
   `BACKOFF_MAX`), during which triggers wait but `resync()` is honoured.
-- `pause()` stops all syncing for good (Consul pauses its syncer on leave): a leaving agent must
-  not re-register the node the leader is deregistering; `sync_now` then returns at once.
+- `await pause()` stops all syncing for good and waits for a sync in progress (Consul pauses its
+  syncer on leave): a leaving agent must not re-register the node the leader is deregistering;
+  `sync_now` then returns at once.
 - Time comes from an injected `checks.clock.Clock` (default: the loop's), randomness from an
   injected `random.Random`: tests drive `run()` on a `FakeClock` without sleeping.
 """
@@ -125,9 +126,12 @@ class AntiEntropy:
         """The current retry wait (0 when the last sync succeeded)."""
         return self._backoff
 
-    def pause(self) -> None:
+    async def pause(self) -> None:
+        """Stop syncing for good; returns once a sync in progress has finished."""
         self.paused = True
         self._wake.set()
+        async with self._lock:
+            pass
 
     # --- syncing ---
     async def sync_now(self, *, full: bool = False) -> None:

@@ -236,7 +236,7 @@ async def test_paused_anti_entropy_never_writes_again() -> None:
     sync = AntiEntropy(local, catalog, clock=clock)
     await sync.sync_now(full=True)
     written = catalog.index
-    sync.pause()
+    await sync.pause()
     local.add_service(ServiceDefinition(NodeService(id="web-2", service="web", port=81)))
     await sync.sync_now(full=True)
     await asyncio.wait_for(sync.run(), 1)  # returns at once: nothing more to do, ever

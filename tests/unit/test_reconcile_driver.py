@@ -14,9 +14,9 @@ from agent.errors import NoLeader
 from agent.gossip.messages import Member, MemberState
 from agent.gossip.swim import MemberEvent
 from agent.raft.cluster import ClusterSettings
-from agent.reconcile_driver import COALESCE, RETRY_MIN, MemberReconciler
+from agent.reconcile_driver import COALESCE, LEFT_RECHECK, RETRY_MIN, MemberReconciler
 from agent.server import CatalogServer
-from agent.types import SERF_CHECK_ID, Node
+from agent.types import SERF_CHECK_ID, HealthCheck, Node
 from agent.version import VERSION
 from checks.clock import FakeClock
 from checks.definition import Status
@@ -231,3 +231,24 @@ def test_driver_defaults_its_node_to_the_raft_id_and_its_datacenter_to_its_own_m
             await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_a_late_registration_of_a_departed_node_is_removed_again() -> None:
+    """A registration the leaving agent had in flight lands after the leader deregistered it: the
+    full pass LEFT_RECHECK seconds after the deregistration removes it again."""
+    async def body(h: Harness, r: MemberReconciler) -> None:
+        h.members.append(gossip("c1"))
+        await h.until(lambda: h.serf("c1") == Status.PASSING, "the first pass")
+        h.set(gossip("c1", MemberState.LEFT), "leave")
+        await h.clock.advance(COALESCE)
+        await h.until(lambda: h.server.store.node_row("c1") is None, "the leave")
+        late = RegisterCommand(node=Node(node="c1", address="10.0.0.9"),
+                               checks=[HealthCheck(node="c1", check_id=SERF_CHECK_ID, name="Serf Health Status",
+                                                   status=Status.PASSING)])
+        await h.server.real.apply(late)  # the departed agent's write, landing late (no member event)
+        await h.clock.advance(LEFT_RECHECK - 1.0)
+        assert h.server.store.node_row("c1") is not None
+        await h.clock.advance(1.0)
+        await h.until(lambda: h.server.store.node_row("c1") is None, "the recheck")
+
+    run_driver(body, reap_grace=0.0)
