@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
-from agent.errors import BadRequest
+from agent.errors import BadRequest, PayloadTooLarge
 from agent.filter import apply_filter as filter_items
 from agent.filter import compile_filter
 from agent.http.fastpath import CachedRead, read_key
@@ -175,3 +175,22 @@ def read_headers(request: web.Request, index: int, consistency: str) -> dict[str
         "X-Consul-LastContact": str(server.last_contact_ms()),
         "X-Consul-Effective-Consistency": consistency,
     }
+
+
+READ_CHUNK = 1 << 16
+
+
+async def read_body_limited(request: web.Request, limit: int, too_large: str) -> bytes:
+    """The whole request body, or `PayloadTooLarge("<too_large>: the limit is N bytes")` as soon as
+    it is known to exceed `limit` (from Content-Length, or while reading a chunked body)."""
+    message = f"{too_large}: the limit is {limit} bytes"
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(message)
+    parts: list[bytes] = []
+    total = 0
+    while chunk := await request.content.read(READ_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(message)
+        parts.append(chunk)
+    return b"".join(parts)

@@ -21,14 +21,13 @@ from agent.catalog import archive
 from agent.catalog.commands import RestoreCommand
 from agent.catalog.fsm import CatalogFSM
 from agent.catalog.snapshot import SnapshotError
-from agent.errors import BadRequest, PayloadTooLarge
+from agent.errors import BadRequest
 from agent.http.app import CONTEXT
-from agent.http.common import parse_consistency, read_headers
+from agent.http.common import parse_consistency, read_body_limited, read_headers
 from agent.raft.transport import MAX_FRAME
 
 MAX_ARCHIVE_BYTES = MAX_FRAME // 2  # a restore is one Raft entry: it must fit a transport frame
 SNAPSHOT_TYPE = "application/octet-stream"
-READ_CHUNK = 1 << 16
 
 
 async def save(request: web.Request) -> web.Response:
@@ -45,16 +44,7 @@ async def save(request: web.Request) -> web.Response:
 async def _read_body(request: web.Request) -> bytes:
     """The request body, refusing more than `MAX_ARCHIVE_BYTES` (the app's JSON body limit does
     not apply: snapshots are bigger than any JSON request)."""
-    if request.content_length is not None and request.content_length > MAX_ARCHIVE_BYTES:
-        raise PayloadTooLarge(f"Snapshot too large: the limit is {MAX_ARCHIVE_BYTES} bytes")
-    parts: list[bytes] = []
-    total = 0
-    while chunk := await request.content.read(READ_CHUNK):
-        total += len(chunk)
-        if total > MAX_ARCHIVE_BYTES:
-            raise PayloadTooLarge(f"Snapshot too large: the limit is {MAX_ARCHIVE_BYTES} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
+    return await read_body_limited(request, MAX_ARCHIVE_BYTES, "Snapshot too large")
 
 
 async def restore(request: web.Request) -> web.Response:

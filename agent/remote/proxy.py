@@ -36,9 +36,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from agent.decode_fields import norm
-from agent.errors import PayloadTooLarge
 from agent.http.app import MAX_BODY
-from agent.http.common import JITTER_FRACTION, MAX_WAIT
+from agent.http.common import JITTER_FRACTION, MAX_WAIT, read_body_limited
 from agent.http.snapshot import MAX_ARCHIVE_BYTES
 from agent.remote.client import CONNECT_SECONDS, ServerError, api_url
 from agent.remote.servers import Server, ServerPool, Unreachable
@@ -46,7 +45,6 @@ from agent.remote.servers import Server, ServerPool, Unreachable
 LOCAL_PREFIXES = ("/v1/agent", "/v1/operator/keyring", "/v1/event", "/v1/internal/dns")
 DISCONNECT_CHECK_SECONDS = 1.0
 READ_MARGIN_SECONDS = 30.0  # beyond the longest blocking wait, for the server's own latency
-READ_CHUNK = 1 << 16
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "expect", "host",
                         "content-length"})
@@ -116,16 +114,7 @@ class Proxy:
 
     async def _body(self, request: web.Request) -> bytes:
         limit = MAX_ARCHIVE_BYTES if request.path == "/v1/snapshot" else request.app[MAX_BODY]
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes")
-        parts: list[bytes] = []
-        total = 0
-        while chunk := await request.content.read(READ_CHUNK):
-            total += len(chunk)
-            if total > limit:
-                raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes")
-            parts.append(chunk)
-        body = b"".join(parts)
+        body = await read_body_limited(request, limit, "Request body too large")
         if request.method == "PUT" and request.path == "/v1/session/create" and self._node_name:
             body = self._with_node(body)
         return body
