@@ -128,7 +128,7 @@ class Agent:
             self.sessions = SessionDriver(self.server)  # session TTLs, lock-delay, tombstone reaping
             catalog, alias_source = self.server, self.discovery.alias_statuses
         else:
-            self.pool = ServerPool(self.membership.members, config.datacenter)
+            self.pool = ServerPool(self.membership.servers, config.datacenter)  # cached between member events
             self.http_session = make_session()
             catalog = self.remote = RemoteCatalog(self.pool, self.http_session)
             alias_source = self.remote.alias_statuses

@@ -86,6 +86,7 @@ class Membership:
         self.node: GossipNode | None = None
         self.port = 0
         self._subscribers: list[Callable[[MemberEvent], None]] = []
+        self._servers: list[Member] | None = None  # servers() between member events (client hot path)
         self._event_handler: Callable[[bytes, str], None] | None = None
 
     async def start(self, server_port: int) -> int:
@@ -97,6 +98,7 @@ class Membership:
                                 dead_node_reclaim=DEAD_NODE_RECLAIM_SECONDS),
             keyring=self.keyring, verify_incoming=config.encrypt_verify_incoming,
             verify_outgoing=config.encrypt_verify_outgoing, drop=packet_loss(os.environ))
+        self.node.subscribe(self._forget_servers)  # first: later subscribers may ask for servers()
         for callback in self._subscribers:
             self.node.subscribe(callback)
         self.node.on_user_event(self._event_handler)
@@ -154,9 +156,20 @@ class Membership:
         return sum(1 for m in self.members() if m.state in ALIVE_STATES)
 
     def servers(self) -> list[Member]:
-        dc = self.config.datacenter
-        return [m for m in self.members()
-                if m.state in ALIVE_STATES and m.tags.get("role") == "consul" and m.tags.get("dc") == dc]
+        """Alive (or suspect) servers of our datacenter. A client agent asks on every forwarded
+        request and DNS lookup, so the answer is kept until the next member event: every change it
+        depends on (join, tags, failed, left, reaped) is one; alive ↔ suspect is not, and both count."""
+        if self._servers is None:
+            dc = self.config.datacenter
+            servers = [m for m in self.members()
+                       if m.state in ALIVE_STATES and m.tags.get("role") == "consul" and m.tags.get("dc") == dc]
+            if self.node is None:
+                return servers
+            self._servers = servers
+        return self._servers
+
+    def _forget_servers(self, _event: MemberEvent) -> None:
+        self._servers = None
 
     async def leave(self, timeout: float) -> None:
         if self.node is not None:
