@@ -359,7 +359,8 @@ def cluster_settings(config: AgentConfig, address: str, data_dir: Path | None) -
         expect=config.bootstrap_expect, join=[], single=single, listen=False,
         accept_joins=single and not config.dev and data_dir is not None,
         raft_multiplier=config.performance.raft_multiplier, hold_timeout=config.performance.rpc_hold_timeout,
-        snapshot_threshold=config.raft_snapshot_threshold, trailing_logs=config.raft_trailing_logs)
+        snapshot_threshold=config.raft_snapshot_threshold, trailing_logs=config.raft_trailing_logs,
+        snapshot_interval=config.raft_snapshot_interval)
 
 
 async def _build_and_serve(config: AgentConfig, argv: list[str], logs: LogSetup, notifier: Notifier) -> int:

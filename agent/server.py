@@ -127,7 +127,8 @@ class CatalogServer:
         # "consistent", or a default read on a follower / a leader without a fresh lease: a
         # read-index round through the leader, then wait until this server has applied up to it
         try:
-            await asyncio.wait_for(self.raft.read_index(), self.cluster.settings.hold_timeout)
+            async with asyncio.timeout(self.cluster.settings.hold_timeout):  # no extra task
+                await self.raft.read_index()
         except (TimeoutError, RaftError):
             raise NoLeader() from None
 

@@ -23,7 +23,7 @@ LAYERS = {
     "agent/gossip/messages.py": 1, "agent/gossip/config.py": 1, "agent/gossip/swim.py": 1, "agent/gossip/rumors.py": 1,
     "agent/gossip/table.py": 1, "agent/gossip/broadcast.py": 1, "agent/gossip/suspicion.py": 1,
     "agent/gossip/probe.py": 1,
-    "agent/raft/storage.py": 2, "agent/raft/transport.py": 2,
+    "agent/raft/storage.py": 2, "agent/raft/transport.py": 2, "agent/raft/waiters.py": 2, "agent/raft/persist.py": 2,
     "agent/config": 2, "agent/decode": 2, "agent/servicedef.py": 2,
     "agent/encode.py": 2, "checks": 2, "dns/cache.py": 2,
     "agent/logs.py": 2, "agent/metrics.py": 2, "agent/metrics_text.py": 2, "agent/sdnotify.py": 2,

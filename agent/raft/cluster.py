@@ -48,12 +48,12 @@ from agent.raft.node import (
     BASE_TICK_SECONDS,
     SNAPSHOT_EVERY,
     TRAILING_LOGS,
-    LeadershipLost,
     RaftNode,
     StateMachine,
 )
 from agent.raft.storage import FileStorage, recover_peers
 from agent.raft.transport import FORWARD, FORWARD_RESP, HELLO, OPERATOR, OPERATOR_RESP, RAFT, Transport
+from agent.raft.waiters import LeadershipLost
 
 HELLO_INTERVAL = 0.5      # seconds between HELLO rounds (and membership reconciliation)
 FORWARD_REPLY_TIMEOUT = 2.0
@@ -87,6 +87,7 @@ class ClusterSettings:
     accept_joins: bool = False   # a single server (-bootstrap) that other servers may still join
     snapshot_threshold: int = SNAPSHOT_EVERY   # raft_snapshot_threshold
     trailing_logs: int = TRAILING_LOGS         # raft_trailing_logs
+    snapshot_interval: float = 0.0             # raft_snapshot_interval (0: at the threshold at once)
 
 
 class RaftCluster:
@@ -100,7 +101,8 @@ class RaftCluster:
             recovered = recover_peers(s.data_dir / "raft" / "peers.json", storage)
         self.node = RaftNode(s.server_id, fsm, storage, tick_seconds=BASE_TICK_SECONDS * s.raft_multiplier,
                              config=CoreConfig(), durable=s.data_dir is not None,
-                             snapshot_every=s.snapshot_threshold, trailing_logs=s.trailing_logs)
+                             snapshot_every=s.snapshot_threshold, trailing_logs=s.trailing_logs,
+                             snapshot_interval=s.snapshot_interval)
         self.transport: Transport | None = None
         self._peers_file = s.data_dir / "raft" / "addresses.json" if s.data_dir is not None else None
         self._expect: dict[str, int] = {}
@@ -258,7 +260,7 @@ class RaftCluster:
             def reply(index: int, term: int, hint: str) -> None:
                 transport.send_frame(src, FORWARD_RESP, msgpack.packb([req_id, index, term, hint]))
 
-            self.node.propose_forwarded(data, reply)
+            self.node.propose_forwarded(data, reply, src)
         elif kind == FORWARD_RESP:
             req_id, index, term, hint = msgpack.unpackb(body, raw=False)
             future = self._forwards.pop(req_id, None)
@@ -329,11 +331,13 @@ class RaftCluster:
                 continue
             try:
                 if leader == self.id:
-                    return await asyncio.wait_for(self.node.propose(data), remaining)
+                    async with asyncio.timeout(remaining):  # no extra task, unlike wait_for
+                        return await self.node.propose(data)
                 return await self._forward(leader, data, deadline)
             except (NotLeader, ProposalDropped, LeadershipLost) as exc:
                 log.debug("write retried: %s", exc)
-                await self._pause(min(0.05, max(remaining, 0)))
+                if self.node.leader_id() in ("", leader):  # no newer leader known yet: give one time
+                    await self._pause(min(0.05, max(remaining, 0)))
             except TimeoutError:
                 raise WriteTimeout() from None
 

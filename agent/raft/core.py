@@ -11,7 +11,10 @@ Contract:
   in order, then call `advance(ready)`. Nothing else may be called between `ready()` and
   `advance()`. A persisted entry list may start below the stored last index: cut the stored log
   there first (a follower's conflicting suffix). Proposals made since the last `ready()` go out as
-  one AppendEntries per follower in the next `ready()` — never waiting for a tick.
+  one AppendEntries per follower in the next `ready()` — never waiting for a tick. A new commit
+  index rides the next AppendEntries; when `commit_unannounced()` the driver calls
+  `announce_commit()` a moment later (heartbeats to the followers not yet told). A follower that
+  forwarded a now-committed entry (`propose(data, origin)`) is told at once.
 - Role behaviour is the bound `_step` (`_step_follower`, `_step_candidate`, `_step_leader`).
   Elections use pre-vote and check-quorum (config), so a node that was partitioned away or
   restarted cannot depose a leader that still hears from a quorum.
@@ -19,7 +22,8 @@ Contract:
   CONFIG entry carrying the whole new membership; it takes effect when appended (Raft thesis
   §4.1); a new change waits until the previous one and an entry of the leader's term committed.
 - Reads: `read_index(ctx)` yields `ReadState(ctx, index)` after a quorum heartbeat round (any
-  server may ask; followers forward to the leader); `lease_read_index()` answers at once on a
+  server may ask; followers forward to the leader); every request queued since the last `ready()`
+  shares one round, carrying the newest context; `lease_read_index()` answers at once on a
   leader whose quorum acknowledged a heartbeat sent less than `lease_ticks` ago.
 - Snapshots: the driver saves `snapshot_at(index, data)` and calls `compact(index)`; a follower
   whose next entry is compacted is sent `storage.snapshot()`.
@@ -139,6 +143,8 @@ class RaftCore(LeaderMixin):
         self.transferee = ""
         self.pending_conf_index = 0
         self._bcast_pending = False
+        self._read_round_pending = False
+        self.commit_watchers: dict[int, str] = {}  # leader: entry index → follower that forwarded it
         self._received_snapshot: Snapshot | None = None
         self._config_key = (-1, -1)
         self.membership = Membership()
@@ -220,8 +226,8 @@ class RaftCore(LeaderMixin):
 
     # --- ready / advance ---
     def has_ready(self) -> bool:
-        return bool(self.msgs or self._bcast_pending or self.read_states or self._received_snapshot
-                    or self.log.stabled < self.log.last_index() or self.log.to_apply()
+        return bool(self.msgs or self._bcast_pending or self._read_round_pending or self.read_states
+                    or self._received_snapshot or self.log.stabled < self.log.last_index() or self.log.to_apply()
                     or self._hard_state() != self._persisted or self._soft != SoftState(self.leader, self.role))
 
     def ready(self) -> Ready:
@@ -229,6 +235,10 @@ class RaftCore(LeaderMixin):
             self._bcast_pending = False
             if self.role is Role.LEADER:
                 self._bcast_append()
+        if self._read_round_pending:
+            self._read_round_pending = False
+            if self.role is Role.LEADER and self.readonly.queue:
+                self._bcast_heartbeat(self.readonly.last_context())
         hard = self._hard_state()
         soft = SoftState(self.leader, self.role)
         rd = Ready(hard_state=hard if hard != self._persisted else None, entries=self.log.unstable(),
@@ -251,8 +261,7 @@ class RaftCore(LeaderMixin):
             self.log.applied_to(rd.committed[-1].index)
         if self.role is Role.LEADER:
             self.progress[self.id].maybe_update(self.log.stabled)
-            if self._maybe_commit():
-                self._bcast_pending = True
+            self._maybe_commit()
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
@@ -268,6 +277,7 @@ class RaftCore(LeaderMixin):
         self.transferee = ""
         self.readonly.clear()
         self.progress = {}
+        self.commit_watchers.clear()
 
     def _become_follower(self, term: int, leader: str) -> None:
         self._reset(term)

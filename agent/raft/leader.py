@@ -83,9 +83,14 @@ class LeaderMixin:
             self._bcast_heartbeat(self.readonly.last_context())
 
     # --- proposals and membership ---
-    def propose(self: RaftCore, data: bytes) -> int:
-        """Append a command; returns its index (it is committed when applied with this term)."""
-        return self._append_entry(EntryKind.COMMAND, data)
+    def propose(self: RaftCore, data: bytes, origin: str = "") -> int:
+        """Append a command; returns its index (it is committed when applied with this term).
+        `origin`: the follower that forwarded it and waits to apply it — it hears of the commit
+        at once instead of with the next AppendEntries or heartbeat."""
+        index = self._append_entry(EntryKind.COMMAND, data)
+        if origin and origin != self.id:
+            self.commit_watchers[index] = origin
+        return index
 
     def _append_entry(self: RaftCore, kind: int, data: bytes) -> int:
         if not self.is_leader():
@@ -174,7 +179,7 @@ class LeaderMixin:
             self._release_reads([(context, self.log.committed, origin)])
             return
         if self.readonly.add(context, self.log.committed, origin, self.id):
-            self._bcast_heartbeat(context)
+            self._read_round_pending = True  # one heartbeat round in the next ready() serves them all
 
     def _release_reads(self: RaftCore, released: list[tuple[bytes, int, str]]) -> None:
         for context, index, origin in released:
@@ -228,8 +233,7 @@ class LeaderMixin:
         if pr.maybe_update(m.index):
             if pr.state is State.PROBE or (pr.state is State.SNAPSHOT and pr.match >= pr.pending_snapshot):
                 pr.become_replicate()
-            if self._maybe_commit():
-                self._bcast_pending = True
+            self._maybe_commit()
             if m.src == self.transferee and pr.match == self.log.last_index():
                 self._send(TimeoutNow(self.term, self.id, m.src))
         self._send_more(m.src)
@@ -258,6 +262,7 @@ class LeaderMixin:
             return False
         self._send(AppendEntries(self.term, self.id, to, prev, prev_term, tuple(entries), self.log.committed))
         pr.sent(entries[-1].index if entries else prev, len(entries))
+        pr.commit_sent = self.log.committed
         return True
 
     def _bcast_append(self: RaftCore) -> None:
@@ -267,8 +272,32 @@ class LeaderMixin:
     def _bcast_heartbeat(self: RaftCore, context: bytes) -> None:
         for sid in sorted(self.progress):
             if sid != self.id:
-                commit = min(self.progress[sid].match, self.log.committed)
-                self._send(Heartbeat(self.term, self.id, sid, commit, context, self.tick_count))
+                self._send_heartbeat(sid, context)
+
+    def _send_heartbeat(self: RaftCore, to: str, context: bytes = b"") -> None:
+        pr = self.progress[to]
+        commit = min(pr.match, self.log.committed)
+        self._send(Heartbeat(self.term, self.id, to, commit, context, self.tick_count))
+        pr.commit_sent = max(pr.commit_sent, commit)
+
+    # --- telling followers the commit index ---
+    def commit_unannounced(self: RaftCore) -> bool:
+        """Leader: some follower holds committed entries it has not been told are committed."""
+        if self.role is not Role.LEADER:
+            return False
+        committed = self.log.committed
+        return any(min(pr.match, committed) > pr.commit_sent for sid, pr in self.progress.items() if sid != self.id)
+
+    def announce_commit(self: RaftCore) -> None:
+        """Tell each such follower now, by heartbeat (the driver calls this when no AppendEntries
+        carried the commit within a moment: a commit travels lazily, see `_tell_commit_watchers`)."""
+        if self.role is not Role.LEADER:
+            return
+        committed = self.log.committed
+        for sid in sorted(self.progress):
+            pr = self.progress[sid]
+            if sid != self.id and min(pr.match, committed) > pr.commit_sent:
+                self._send_heartbeat(sid)
 
     # --- commit ---
     def _maybe_commit(self: RaftCore) -> bool:
@@ -280,6 +309,7 @@ class LeaderMixin:
         if index <= self.log.committed or self.log.term(index) != self.term:
             return False
         self.log.commit_to(index)
+        self._tell_commit_watchers()
         if self.readonly.pending_until_commit:
             waiting, self.readonly.pending_until_commit = self.readonly.pending_until_commit, []
             for context, origin in waiting:
@@ -287,6 +317,18 @@ class LeaderMixin:
         if not self.promotable() and self.log.committed >= self.pending_conf_index:
             self._step_down_removed()
         return True
+
+    def _tell_commit_watchers(self: RaftCore) -> None:
+        """A new commit index travels lazily, with the next AppendEntries, or a heartbeat when the
+        driver calls `announce_commit` a moment later (a commit-only AppendEntries to every
+        follower after every commit would double the messages and follower Ready cycles per write
+        under light load); followers waiting on a forwarded entry that just committed get an
+        AppendEntries now."""
+        if not self.commit_watchers:
+            return
+        done = [i for i in self.commit_watchers if i <= self.log.committed]
+        for sid in sorted({self.commit_watchers.pop(i) for i in done}):
+            self._send_append(sid)
 
     def _step_down_removed(self: RaftCore) -> None:
         """Our removal committed: hand over to the most caught-up voter and stop leading."""

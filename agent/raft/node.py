@@ -6,15 +6,17 @@ Contract:
   Ready cycles, so nothing touches the core between `ready()` and `advance()`. Inputs that arrive
   while a Ready is being fsynced are batched into the next Ready (group commit: one fsync and one
   AppendEntries per follower for all of them).
-- A Ready is handled in the order the core requires: persist (`storage.save` in
-  `asyncio.to_thread`, or inline for `MemoryStorage`; see `_persist` for the two exceptions:
-  commit-only hard states skip the fsync, a leader's appends leave before its own fsync) → send →
+- A Ready is handled in the order the core requires: persist (persist.py: fsync in a thread, or
+  on the loop for a lone small entry; commit-only hard states skip the fsync; a leader's appends
+  leave before its own fsync) → send →
   restore a received snapshot →
   apply committed entries to the FSM → resolve read states → `advance`. After `snapshot_every`
-  applied entries the FSM is snapshotted and the log truncated, keeping the last `trailing_logs`
+  applied entries — and no sooner than a random time in [`snapshot_interval`, 2×`snapshot_interval`)
+  after the last snapshot, as Consul's raft_snapshot_interval — the FSM is snapshotted and the log
+  truncated, keeping the last `trailing_logs`
   entries in memory (a follower slightly behind catches up from the log instead of a snapshot).
 - `propose(data)` resolves with the FSM's result when the entry is applied here, or raises the
-  FSM's error; `NotLeader` when this server is not the leader; `LeadershipLost` when another
+  FSM's error; `NotLeader` when this server is not the leader; `LeadershipLost` (waiters.py) when another
   entry took its index. `register_waiter(index, term, cb)` lets a follower wait for the result of
   an entry the leader appended on its behalf (forwarded writes): results of the last
   `RESULT_HISTORY` entries are kept in case the entry was applied before the waiter arrived.
@@ -22,6 +24,8 @@ Contract:
   `lease_ok()` says whether a default read may be served locally (leader with a fresh lease).
 - `drain_now()` runs inputs and Ready cycles synchronously (inline persistence): for a single
   server's bootstrap writes before the event loop serves requests.
+- A leader's new commit index rides its next AppendEntries; one that no AppendEntries carried
+  within `COMMIT_ANNOUNCE_DELAY` goes out by heartbeat (see `RaftCore.announce_commit`).
 - Timing: one tick is `tick_seconds` (the heartbeat interval); the core's election/lease ticks are
   counted in ticks, so `raft_multiplier` scales them all by scaling the tick.
 """
@@ -33,9 +37,8 @@ import contextlib
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from agent.raft.core import CoreConfig, RaftCore, Ready, Role
 from agent.raft.errors import NotLeader, RaftError
@@ -48,16 +51,15 @@ from agent.raft.messages import (
     Membership,
     Message,
 )
+from agent.raft.persist import RaftStorage, ReadyPersister
+from agent.raft.waiters import AppliedIndexWaiters, ApplyWaiters, Waiter
 
 SNAPSHOT_EVERY = 10_000  # applied entries between automatic snapshots (and log truncation)
 TRAILING_LOGS = 0        # entries kept in memory behind a snapshot (the agent passes raft_trailing_logs)
 RESULT_HISTORY = 4096    # apply results kept for forwarded writes that finish before their waiter
+COMMIT_ANNOUNCE_DELAY = 0.002  # s a new commit index may wait for an AppendEntries to carry it
 BASE_TICK_SECONDS = 0.02  # × raft_multiplier (default 5 → 100 ms heartbeat, election 1–2 s)
 log = logging.getLogger("waypost.raft")
-
-
-class LeadershipLost(RaftError):
-    """The proposal's index was taken by another leader's entry: it was not applied."""
 
 
 class StateMachine(Protocol):
@@ -66,22 +68,12 @@ class StateMachine(Protocol):
     def restore(self, data: bytes) -> None: ...
 
 
-class RaftStorage(Protocol):
-    def initial_state(self) -> Any: ...
-    def snapshot(self) -> Any: ...
-    def save(self, hard_state: Any, entries: list[LogEntry], snapshot: Any) -> None: ...
-    def save_snapshot(self, snapshot: Any) -> None: ...
-
-
-Waiter = Callable[[object], None]
-
-
 class RaftNode:
     def __init__(self, server_id: str, fsm: StateMachine, storage: RaftStorage, *,
                  tick_seconds: float = BASE_TICK_SECONDS * 5, config: CoreConfig | None = None,
                  send: Callable[[Message], None] | None = None, durable: bool = True,
                  snapshot_every: int = SNAPSHOT_EVERY, trailing_logs: int = TRAILING_LOGS,
-                 rng: random.Random | None = None) -> None:
+                 snapshot_interval: float = 0.0, rng: random.Random | None = None) -> None:
         self.id = server_id
         self.fsm = fsm
         self.storage = storage
@@ -89,6 +81,7 @@ class RaftNode:
         self.durable = durable  # False: MemoryStorage, saved inline without a thread
         self.snapshot_every = snapshot_every
         self.trailing_logs = trailing_logs
+        self.snapshot_interval = snapshot_interval
         self._config = config or CoreConfig()
         self._rng = rng or random.Random()
         self.send: Callable[[Message], None] = send or (lambda m: None)
@@ -98,17 +91,18 @@ class RaftNode:
             fsm.restore(snap.data)
         self._inbox: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
-        self._waiters: dict[int, list[tuple[int, Waiter]]] = {}
-        self._results: OrderedDict[int, tuple[int, object]] = OrderedDict()
+        self._apply_waiters = ApplyWaiters(RESULT_HISTORY)
         self._read_waiters: dict[bytes, asyncio.Future[int]] = {}
-        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._applied_waiters = AppliedIndexWaiters()
         self._read_seq = 0
+        self._announce_armed = False
         self._last_contact = time.monotonic()
         self._since_snapshot = 0
+        self._snapshot_not_before = time.monotonic() + snapshot_interval * self._rng.random()
         # what the FSM holds: the core's `applied` moves as soon as a snapshot message is stepped,
         # before the driver has persisted and restored it, so readers wait on this instead
         self._fsm_applied = self.core.applied
-        self._synced = storage.initial_state()[0]
+        self._persister = ReadyPersister(storage, durable)
         self.on_commit: Callable[[int, float], None] | None = None  # metrics hook
         self.on_leader_change: Callable[[str], None] | None = None
 
@@ -214,12 +208,13 @@ class RaftNode:
         self._submit(run)
         return await future
 
-    def propose_forwarded(self, data: bytes, reply: Callable[[int, int, str], None]) -> None:
-        """Leader side of a forwarded write: append it and `reply(index, term, leader_hint)`;
-        index 0 when this server cannot take it (the hint names the leader, if known)."""
+    def propose_forwarded(self, data: bytes, reply: Callable[[int, int, str], None], origin: str = "") -> None:
+        """Leader side of a forwarded write from server `origin`: append it and
+        `reply(index, term, leader_hint)`; index 0 when this server cannot take it (the hint names
+        the leader, if known). `origin` learns of the commit at once."""
         def run() -> None:
             try:
-                index = self.core.propose(data)
+                index = self.core.propose(data, origin)
             except RaftError:
                 reply(0, 0, self.core.leader)
                 return
@@ -228,16 +223,7 @@ class RaftNode:
         self._submit(run)
 
     def register_waiter(self, index: int, term: int, waiter: Waiter) -> None:
-        if index <= self._fsm_applied:
-            known = self._results.get(index)
-            if known is None:
-                waiter(LeadershipLost(f"entry {index} is no longer known here"))
-            elif known[0] != term:
-                waiter(LeadershipLost(f"entry {index} was replaced by a later leader"))
-            else:
-                waiter(known[1])
-            return
-        self._waiters.setdefault(index, []).append((term, waiter))
+        self._apply_waiters.register(index, term, waiter, self._fsm_applied)
 
     async def read_index(self) -> int:
         """A linearizable read point, once applied here (raises NotLeader when none is known)."""
@@ -263,11 +249,8 @@ class RaftNode:
         return index
 
     async def wait_applied(self, index: int) -> None:
-        if self._fsm_applied >= index:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._applied_waiters.append((index, future))
-        await future
+        if self._fsm_applied < index:
+            await self._applied_waiters.future(index)
 
     # --- the loop ---
     async def run(self) -> None:
@@ -299,33 +282,25 @@ class RaftNode:
                 await self._persist(rd)
                 self._after_persist(rd)
                 await self._maybe_snapshot()
+                if rd.committed:
+                    await asyncio.sleep(0)  # writers whose entries were just applied answer before the next cycle
+            self._schedule_commit_announcement()
+
+    def _schedule_commit_announcement(self) -> None:
+        """A leader's new commit index rides its next AppendEntries; if none leaves within
+        `COMMIT_ANNOUNCE_DELAY`, heartbeats carry it (the core's `announce_commit`)."""
+        if self._announce_armed or not self.core.commit_unannounced():
+            return
+        self._announce_armed = True
+
+        def announce() -> None:
+            self._announce_armed = False
+            self.core.announce_commit()
+
+        asyncio.get_running_loop().call_later(COMMIT_ANNOUNCE_DELAY, self._submit, announce)
 
     async def _persist(self, rd: Ready) -> None:
-        """fsync entries, snapshots and term/vote changes (in a thread); a commit-only change is
-        written without fsync. A leader's AppendEntries/heartbeats go out before its own fsync
-        (Raft thesis §10.2.1: its own match index only counts after `advance`); every other
-        message waits for the fsync."""
-        if not rd.must_sync:
-            return
-        hard = rd.hard_state
-        needs_fsync = bool(rd.entries or rd.snapshot) or (
-            hard is not None and (hard.term, hard.vote) != (self._synced.term, self._synced.vote))
-        if not self.durable or not needs_fsync:
-            if self.durable:
-                self.storage.save(hard, rd.entries, rd.snapshot, False)  # type: ignore[call-arg]
-            else:
-                self.storage.save(hard, rd.entries, rd.snapshot)
-        else:
-            if self.core.role is Role.LEADER:
-                early = [m for m in rd.messages if isinstance(m, AppendEntries | Heartbeat | InstallSnapshot)]
-                if early:
-                    rd.messages = [m for m in rd.messages if not isinstance(m, AppendEntries | Heartbeat
-                                                                            | InstallSnapshot)]
-                    for m in early:
-                        self.send(m)
-            await asyncio.to_thread(self.storage.save, hard, rd.entries, rd.snapshot)
-        if hard is not None:
-            self._synced = hard
+        await self._persister.persist(rd, self.core.role is Role.LEADER, self.send, idle=not self._inbox)
 
     def drain_now(self) -> None:
         """Process queued inputs and Ready cycles synchronously (start-up, single server)."""
@@ -369,9 +344,7 @@ class RaftNode:
             self._fsm_applied = max(self._fsm_applied, rd.snapshot.index)
             log.info("raft: installed snapshot at index %d (term %d) from the leader", rd.snapshot.index,
                      rd.snapshot.term)
-            for index in [i for i in self._waiters if i <= rd.snapshot.index]:
-                for _, waiter in self._waiters.pop(index):
-                    waiter(LeadershipLost(f"entry {index} arrived inside a snapshot"))
+            self._apply_waiters.lost_in_snapshot(rd.snapshot.index)
         for entry in rd.committed:
             self._apply(entry)
         for rs in rd.read_states:
@@ -387,7 +360,7 @@ class RaftNode:
             if rd.soft_state.role is not Role.LEADER:
                 self._fail_reads()
         if rd.committed or rd.snapshot is not None:
-            self._release_applied()
+            self._applied_waiters.release(self._fsm_applied)
         if rd.committed and self.on_commit is not None:
             self.on_commit(len(rd.committed), time.perf_counter() - started)
 
@@ -400,25 +373,7 @@ class RaftNode:
             except Exception as exc:  # the FSM's own error classes travel back to the proposer
                 result = exc
             self._since_snapshot += 1
-        self._results[entry.index] = (entry.term, result)
-        if len(self._results) > RESULT_HISTORY:
-            self._results.popitem(last=False)
-        for term, waiter in self._waiters.pop(entry.index, ()):
-            if term == entry.term:
-                waiter(result)
-            else:
-                waiter(LeadershipLost(f"entry {entry.index} was replaced by a later leader"))
-
-    def _release_applied(self) -> None:
-        applied = self._fsm_applied
-        keep: list[tuple[int, asyncio.Future[None]]] = []
-        for index, future in self._applied_waiters:
-            if index <= applied:
-                if not future.done():
-                    future.set_result(None)
-            else:
-                keep.append((index, future))
-        self._applied_waiters = keep
+        self._apply_waiters.applied(entry, result)
 
     def _fail_reads(self) -> None:
         for future in self._read_waiters.values():
@@ -428,6 +383,10 @@ class RaftNode:
     async def _maybe_snapshot(self) -> None:
         if self._since_snapshot < self.snapshot_every or not hasattr(self.storage, "save_snapshot"):
             return
+        started = time.monotonic()
+        if started < self._snapshot_not_before:
+            return
+        self._snapshot_not_before = started + self.snapshot_interval * (1 + self._rng.random())
         index = self._fsm_applied
         snap = self.core.snapshot_at(index, self.fsm.snapshot())
         self._since_snapshot = 0
@@ -436,7 +395,8 @@ class RaftNode:
         else:
             self.storage.save_snapshot(snap)
         self._submit(lambda: self.core.compact(index - self.trailing_logs))
-        log.info("snapshot written at index %d", index)
+        log.info("snapshot written at index %d (%d bytes) in %.0f ms", index, len(snap.data),
+                 (time.monotonic() - started) * 1000)
 
     def close(self) -> None:
         close = getattr(self.storage, "close", None)

@@ -8,7 +8,8 @@ Contract (after etcd-io/raft's tracker): a follower is in one of three states â€
 - SNAPSHOT: a snapshot at `pending_snapshot` is on its way; send nothing else until it is
   acknowledged or `snapshot_ticks` pass without an answer (then probe again).
 `match` never decreases; `next` > `match` always. `recent_active` feeds check-quorum;
-`ack_tick` is the leader tick at which the latest acknowledged message was *sent* (lease).
+`ack_tick` is the leader tick at which the latest acknowledged message was *sent* (lease);
+`commit_sent` is the commit index it was last told.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ class State(Enum):
 
 
 class Progress:
-    __slots__ = ("ack_tick", "inflight", "match", "max_inflight", "next", "paused", "pending_snapshot",
-                 "recent_active", "snapshot_ticks", "state")
+    __slots__ = ("ack_tick", "commit_sent", "inflight", "match", "max_inflight", "next", "paused",
+                 "pending_snapshot", "recent_active", "snapshot_ticks", "state")
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
         self.match = 0
@@ -38,6 +39,7 @@ class Progress:
         self.inflight: deque[int] = deque()  # last index of each unacknowledged message, ascending
         self.recent_active = False
         self.ack_tick = -1
+        self.commit_sent = 0  # the commit index the last AppendEntries or heartbeat to it carried
 
     def __repr__(self) -> str:
         return f"Progress({self.state.value} match={self.match} next={self.next} inflight={len(self.inflight)})"

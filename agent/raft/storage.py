@@ -15,6 +15,8 @@ Contract:
   rename, directory fsync).
 - A Ready that only moves the commit index is written with `sync=False` (no fsync): a lost
   commit index is learned again from the leader, and entries are never applied beyond it.
+- The open wal is preallocated `WAL_PREALLOCATE` bytes ahead of its records (zeros, which replay
+  treats as the end) so an fdatasync need not also commit a file-size change; `close()` trims it.
 - `open()` (called by the constructor) cuts a torn or corrupt wal tail and never returns it; wal
   entries that do not continue the snapshot (a crash between writing a received snapshot and
   resetting the wal) are dropped.
@@ -29,6 +31,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -54,6 +57,7 @@ RECORD = struct.Struct(">IIB")
 ENTRY = struct.Struct(">QQB")
 T_ENTRY, T_HARD, T_SNAP = 1, 2, 3
 MAX_RECORD = 256 * 1024 * 1024
+WAL_PREALLOCATE = 4 * 1024 * 1024  # bytes reserved ahead of the wal's records
 log = logging.getLogger("waypost.raft.storage")
 
 
@@ -117,12 +121,19 @@ class FileStorage(MemoryStorage):
         self.directory = directory
         self.wal_path = directory / "wal"
         self.snap_path = directory / "snapshot"
-        self._file = None
+        self._fd: int | None = None
+        self._end = 0        # bytes of valid records in the wal; appends go here
+        self._allocated = 0  # bytes reserved for the wal (its size while open)
         self.open()
 
     @property
     def entries_since_snapshot(self) -> int:
         return len(self.entries)
+
+    @property
+    def wal_bytes(self) -> int:
+        """Bytes of valid records in the wal (the file itself is longer while open: preallocated)."""
+        return self._end
 
     # --- open / recover ---
     def open(self) -> None:
@@ -136,17 +147,25 @@ class FileStorage(MemoryStorage):
             except (ValueError, MalformedMessage) as exc:
                 raise StorageCorrupt(f"snapshot {self.snap_path} is unreadable: {exc}") from exc
         entries: list[LogEntry] = []
+        valid = 0
         if self.wal_path.exists():
             blob = self.wal_path.read_bytes()
             records, valid = read_records(blob)
             valid = self._replay(records, blob, valid, entries)
-            if valid < len(blob):
+            if blob.count(0, valid) != len(blob) - valid:  # zeros after the records: preallocated space
                 log.warning("cutting %d bytes of torn or corrupt raft log tail", len(blob) - valid)
+            if valid < len(blob):
                 with open(self.wal_path, "r+b") as handle:
                     handle.truncate(valid)
                     os.fsync(handle.fileno())
         self.entries = self._after_snapshot(entries)
-        self._file = open(self.wal_path, "ab")  # noqa: SIM115 - kept open for appends
+        self._open_wal(valid)
+
+    def _open_wal(self, end: int) -> None:
+        """Open the wal for writes at `end` (the file is exactly that long), reserving space ahead."""
+        self._fd = os.open(self.wal_path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._end = self._allocated = end
+        self._reserve(0)
 
     def _replay(self, records: list[tuple[int, bytes]], blob: bytes, valid: int, entries: list[LogEntry]) -> int:
         pos = 0
@@ -207,16 +226,37 @@ class FileStorage(MemoryStorage):
         self._rewrite_wal()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close the wal, giving back the reserved space beyond its records."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._end)
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    def _reserve(self, more: int) -> None:
+        """Preallocate (zero-filled) so that `more` bytes fit after the records: an fdatasync of
+        data written inside the file's size need not commit a size change too (etcd does the same
+        with its 64 MB segments); replay stops at the zeros, as at any invalid record."""
+        if self._end + more <= self._allocated:
+            return
+        assert self._fd is not None
+        target = self._end + more + WAL_PREALLOCATE
+        try:
+            os.posix_fallocate(self._fd, 0, target)
+        except OSError:  # a filesystem without fallocate: plain appends grow the file
+            return
+        self._allocated = target
 
     def _append(self, data: bytes, sync: bool = True) -> None:
-        assert self._file is not None, "storage is closed"
-        self._file.write(data)
-        self._file.flush()
+        assert self._fd is not None, "storage is closed"
+        self._reserve(len(data))
+        written = os.pwrite(self._fd, data, self._end)
+        if written != len(data):
+            raise OSError(f"short write to {self.wal_path}: {written} of {len(data)} bytes")
+        self._end += written
         if sync:
-            os.fdatasync(self._file.fileno())
+            os.fdatasync(self._fd)
 
     def _write_snapshot(self, snapshot: Snapshot) -> None:
         payload = msgpack.packb(snapshot_to_record(snapshot), use_bin_type=True)
@@ -227,7 +267,7 @@ class FileStorage(MemoryStorage):
         self.close()
         data = b"".join(encode_entry(e) for e in self.entries) + encode_hard(self.hard)
         _write_atomic(self.wal_path, data)
-        self._file = open(self.wal_path, "ab")  # noqa: SIM115 - kept open for appends
+        self._open_wal(len(data))
 
 
 class PeersFileError(Exception):

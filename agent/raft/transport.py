@@ -10,8 +10,11 @@ Contract:
   inbound ones, so replies travel on the replier's own outbound connection. Each outbound
   connection starts with a HELLO; the receiver learns the sender's id and address from it.
 - One outbound connection per peer address, reconnected with exponential backoff
-  (`BACKOFF_MIN`..`BACKOFF_MAX`); each has a bounded queue of `QUEUE_FRAMES` frames — when it is
-  full (slow or unreachable peer) new frames are dropped: Raft retries on its own.
+  (`BACKOFF_MIN`..`BACKOFF_MAX`). A frame is written to the socket at once when the connection
+  is up, nothing is queued and the socket holds less than `DIRECT_WRITE_LIMIT` unsent bytes (no
+  task switch on the replication path); otherwise it waits in a bounded queue of `QUEUE_FRAMES`
+  frames — when that is full (slow or unreachable peer) new frames are dropped: Raft retries on
+  its own.
 - Received frames go to `on_frame(src_id, kind, body)`; HELLOs also go there (src_id is the id
   inside). Malformed frames close the connection. Server ids are node names; addresses are
   host:port of the peer's server port.
@@ -35,6 +38,7 @@ FRAME = struct.Struct(">IB")
 RAFT, HELLO, FORWARD, FORWARD_RESP, OPERATOR, OPERATOR_RESP = 0, 1, 2, 3, 4, 5
 MAX_FRAME = 64 * 1024 * 1024
 QUEUE_FRAMES = 4096
+DIRECT_WRITE_LIMIT = 1 << 20  # bytes buffered in the socket beyond which frames wait in the queue
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
 CONNECT_TIMEOUT = 2.0
 log = logging.getLogger("waypost.raft.transport")
@@ -58,8 +62,19 @@ class _Peer:
         self._hello = hello
         self.dropped = 0
         self.connected = False
+        self._writer: asyncio.StreamWriter | None = None
 
     def put(self, data: bytes) -> None:
+        """Write at once when connected, nothing is queued and the socket buffer is short (no task
+        switch on the replication path); otherwise queue for the connection task."""
+        writer = self._writer
+        if (writer is not None and self.queue.empty()
+                and writer.transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT):
+            try:
+                writer.write(data)
+                return
+            except (OSError, RuntimeError):  # closing: the connection task reconnects
+                self._writer = None
         try:
             self.queue.put_nowait(data)
         except asyncio.QueueFull:
@@ -79,6 +94,7 @@ class _Peer:
                 self.connected = True
                 backoff = BACKOFF_MIN
                 writer.write(self._hello())
+                self._writer = writer
                 while True:
                     first = await self.queue.get()
                     chunks = [first]
@@ -91,6 +107,7 @@ class _Peer:
                 log.debug("raft connection to %s: %s", self.address, exc)
             finally:
                 self.connected = False
+                self._writer = None
                 if writer is not None:
                     writer.close()
                     with contextlib.suppress(OSError, ConnectionError):

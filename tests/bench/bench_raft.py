@@ -2,6 +2,10 @@
 
 Usage: .venv/bin/python tests/bench/bench_raft.py [--duration 10] [--connections 1,50] [--rounds 1]
                                                   [--failover 10] [--no-etcd]
+(`--connections ''` skips the throughput cases, e.g. to run only the failover trials.) `--profile`
+then repeats the waypost write and ?consistent cases with py-spy on the leader and a follower and
+prints, per process, user/system CPU per request and the samples split by layer (HTTP, Raft core,
+driver, codec, storage+fsync, transport, FSM, event loop): where the time goes.
 
 Starts three `waypost agent -server -bootstrap-expect 3` processes on 127.0.0.1 (ephemeral ports,
 servers find each other by gossip, fsync on, data dirs in a temp dir) and, when etcd is installed,
@@ -44,6 +48,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from tests.bench import profile_split  # noqa: E402
 from tests.integration.harness import AgentProcess  # noqa: E402
 
 BASELINES = ROOT.parent / "shared" / "baselines"
@@ -106,7 +111,7 @@ def wrk(url: str, connections: int, duration: int, pids: list[int], script: Path
     cpu = cpu_seconds(pids) - cpu0
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
-    p50, p99 = re.search(r"50%\s+(\S+)", out), re.search(r"99%\s+(\S+)", out)
+    p50, p99 = re.search(r"^\s+50%\s+(\S+)", out, re.M), re.search(r"^\s+99%\s+(\S+)", out, re.M)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if not (rate and total and p50 and p99):
         raise RuntimeError(f"unexpected wrk output:\n{out}")
@@ -328,6 +333,39 @@ def measure(wp: Waypost, etcd: Etcd | None, connections: list[int], duration: in
             print(f"{label} {run.show()}" + ("" if "etcd" in label else ratio(run, base)))
 
 
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def profile(wp: Waypost, connections: list[int], duration: int, put_script: Path, workdir: Path) -> None:
+    """Where the time goes (issue 5): per server, user/system CPU per request and py-spy samples
+    by layer (tests/bench/profile_split.py) for writes and ?consistent reads. Separate runs: the
+    profiler costs a little CPU itself."""
+    lead = wp.leader()
+    follower = next(i for i in range(3) if i != lead)
+    cases = [("writes", wp.url(lead), put_script),
+             ("reads ?consistent", f"{wp.url(lead)}/v1/kv/bench/key?consistent", None)]
+    if profile_split.py_spy() is None:
+        print("profile: py-spy not found (pip install py-spy); CPU split only")
+    for c in connections:
+        for name, url, script in cases:
+            pids = {"leader": wp.agents[lead].proc.pid, "follower": wp.agents[follower].proc.pid}
+            before = {role: cpu_split(pid) for role, pid in pids.items()}
+            spies = {role: profile_split.record(pid, max(duration - 1, 1), workdir / f"{role}.txt")
+                     for role, pid in pids.items()}
+            run = wrk(url, c, duration, wp.pids(), script)
+            requests = max(run.rate * duration, 1)
+            print(f"profile {name}, {c} conn: {run.show()}")
+            for role, spy in spies.items():
+                user, system = (b - a for a, b in zip(before[role], cpu_split(pids[role]), strict=True))
+                print(f"  {role}: user {user / requests * 1e6:.0f} µs/req, system {system / requests * 1e6:.0f} µs/req")
+                if spy is not None and spy.wait() == 0:
+                    print(profile_split.show("samples", profile_split.split(workdir / f"{role}.txt")))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
@@ -335,6 +373,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--failover", type=int, default=0)
     ap.add_argument("--no-etcd", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="then profile the leader and a follower (py-spy)")
     args = ap.parse_args()
     with_etcd = not args.no_etcd and subprocess.run(["which", "etcd"], capture_output=True).returncode == 0
     with tempfile.TemporaryDirectory(prefix="bench-raft-") as tmp:
@@ -347,7 +386,11 @@ def main() -> None:
             wp = Waypost(workdir)
             etcd = Etcd(workdir) if with_etcd else None
             print(f"waypost leader s{wp.leader()}" + (f", etcd leader m{etcd.leader()}" if etcd else ", etcd not run"))
-            measure(wp, etcd, [int(x) for x in args.connections.split(",")], args.duration, args.rounds, script)
+            if args.connections:
+                measure(wp, etcd, [int(x) for x in args.connections.split(",")], args.duration, args.rounds, script)
+            if args.profile:
+                profile(wp, [int(x) for x in (args.connections or "1,50").split(",")], args.duration, script,
+                        workdir)
             if args.failover:
                 print(f"failover (SIGKILL the leader → next acknowledged write), {args.failover} trials each:")
                 print(f"  waypost {summary(failover(wp, args.failover))}")

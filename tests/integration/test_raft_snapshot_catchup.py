@@ -37,7 +37,8 @@ def stale_keys(agent: AgentProcess) -> list[str]:
 
 def test_a_follower_far_behind_catches_up_through_a_snapshot(tmp_path: Path) -> None:
     config = tmp_path / "snapshots.json"
-    config.write_text(json.dumps({"raft_snapshot_threshold": 64, "raft_trailing_logs": 16}))
+    config.write_text(json.dumps({"raft_snapshot_threshold": 64, "raft_trailing_logs": 16,
+                                   "raft_snapshot_interval": "1ms"}))
     ports, serf_ports = [free_port() for _ in NAMES], [free_port() for _ in NAMES]
 
     def args(i: int) -> tuple[str, ...]:

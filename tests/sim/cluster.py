@@ -26,6 +26,7 @@ from agent.raft.messages import EntryKind, Membership
 from tests.sim.invariants import Invariants
 
 TICK_MS = 100  # one heartbeat interval; election timeout 1–2 s with the default CoreConfig
+ANNOUNCE_MS = 2  # RaftNode's COMMIT_ANNOUNCE_DELAY
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Cluster:
         self.now = 0
         self._seq = 0
         self._events: list[tuple[int, int, str, object]] = []
+        self._announcing: set[str] = set()
         self.groups: dict[str, int] = {}
         self.inv = Invariants(seed)
         self.acked: dict[bytes, int] = {}               # payload → index, once its leader applied it
@@ -154,6 +156,8 @@ class Cluster:
             self.now = when
             if kind == "tick":
                 self._tick(str(payload))
+            elif kind == "announce":
+                self._announce(str(payload))
             else:
                 self._deliver(payload)  # type: ignore[arg-type]
         self.now = max(self.now, end)
@@ -165,6 +169,16 @@ class Cluster:
         if node is None or node.core is None:
             return
         node.core.tick()
+        self._drive(node)
+
+    def _announce(self, sid: str) -> None:
+        """RaftNode's commit announcement timer (COMMIT_ANNOUNCE_DELAY after a commit no
+        AppendEntries carried)."""
+        self._announcing.discard(sid)
+        node = self.nodes.get(sid)
+        if node is None or node.core is None:
+            return
+        node.core.announce_commit()
         self._drive(node)
 
     def _send(self, src: str, dst: str, data: bytes) -> None:
@@ -209,6 +223,9 @@ class Cluster:
             core.advance(rd)
             self.inv.after_step(node.id, core)
             self._check_lease(core)
+        if node.id not in self._announcing and core.commit_unannounced():
+            self._announcing.add(node.id)
+            self._schedule(ANNOUNCE_MS, "announce", node.id)
         self._maybe_snapshot(node)
 
     def _check_lease(self, core: RaftCore) -> None:

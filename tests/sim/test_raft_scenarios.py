@@ -204,6 +204,8 @@ def test_membership_add_learner_promote_and_remove() -> None:
     assert c.run_until(lambda: c.nodes["d"].fsm_index >= leader.committed > 0, 5 * ELECTION_MS)
     assert not c.nodes["d"].core.promotable()  # type: ignore[union-attr]
     assert c.run_until(lambda: leader.committed >= leader.pending_conf_index, ELECTION_MS)
+    # promote needs the leader to have seen d catch up (the agent's reconcile loop retries it)
+    assert c.run_until(lambda: leader.progress["d"].match >= leader.committed, ELECTION_MS)
     leader.promote("d")
     c._drive(c.nodes[leader.id])
     write(c, 20, "x")

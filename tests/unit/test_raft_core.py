@@ -15,6 +15,7 @@ from agent.raft.messages import (
     EntryKind,
     HardState,
     Heartbeat,
+    HeartbeatResp,
     LogEntry,
     Membership,
     RequestVote,
@@ -156,3 +157,47 @@ def test_raftlog_append_truncates_conflicts_but_never_committed() -> None:
     log.compact(3)
     assert log.first_index() == 4 and log.term(3) == 1 and log.term(2) is None
     assert log.first_index_of_term(6) == 4 and log.last_index_of_term(1) == 0
+
+
+def test_reads_queued_in_one_cycle_share_one_heartbeat_round() -> None:
+    """Every read_index asked between two ready() calls rides one quorum round (the newest
+    context); one answer from a quorum releases them all, in order."""
+    core, storage = make_leader()
+    persist(core, storage)
+    core.step(AppendResp(core.term, "b", "a", core.log.last_index()))  # the no-op commits
+    persist(core, storage)
+    for i in range(5):
+        core.read_index(f"r{i}".encode())
+    beats = [m for m in persist(core, storage) if isinstance(m, Heartbeat)]
+    assert sorted(m.dst for m in beats) == ["b", "c"] and {m.context for m in beats} == {b"r4"}
+    core.step(HeartbeatResp(core.term, "c", "a", b"r4", beats[0].tick))
+    rd = core.ready()
+    assert [rs.context for rs in rd.read_states] == [f"r{i}".encode() for i in range(5)]
+    assert {rs.index for rs in rd.read_states} == {core.committed}
+
+
+def test_a_commit_travels_lazily_except_to_the_follower_that_forwarded_the_entry() -> None:
+    """No commit-only AppendEntries to every follower after each commit (they learn it with the
+    next append, or a heartbeat a moment later); the follower waiting on a forwarded entry is
+    told at once."""
+    core, storage = make_leader()
+    persist(core, storage)
+    core.step(AppendResp(core.term, "b", "a", core.log.last_index()))  # the no-op commits
+    core.step(AppendResp(core.term, "c", "a", core.log.last_index()))
+    persist(core, storage)
+    mine = core.propose(b"x")
+    forwarded = core.propose(b"y", origin="c")
+    appends = [m for m in persist(core, storage) if isinstance(m, AppendEntries)]
+    assert {m.dst for m in appends} == {"b", "c"}
+    core.step(AppendResp(core.term, "b", "a", mine))
+    after_mine = persist(core, storage)
+    assert core.committed == mine and not [m for m in after_mine if isinstance(m, AppendEntries)]
+    core.step(AppendResp(core.term, "b", "a", forwarded))
+    told = [m for m in persist(core, storage) if isinstance(m, AppendEntries)]
+    assert core.committed == forwarded
+    assert [(m.dst, m.commit) for m in told] == [("c", forwarded)]
+    assert core.commit_unannounced()  # b holds both entries but was not told they committed
+    core.announce_commit()  # the driver's timer, when no AppendEntries carried the commit
+    beats = [m for m in persist(core, storage) if isinstance(m, Heartbeat)]
+    assert [(m.dst, m.commit) for m in beats] == [("b", forwarded)]
+    assert not core.commit_unannounced()

@@ -113,6 +113,23 @@ async def test_snapshot_truncation_and_restart(tmp_path: Path) -> None:
     assert node2.apply_now(b"after=1") == 121
 
 
+async def test_snapshot_interval_holds_snapshots_back_past_the_threshold(tmp_path: Path) -> None:
+    """raft_snapshot_interval: crossing the threshold is not enough until the interval has passed
+    (Consul checks every interval), so a write burst does not snapshot every few seconds."""
+    held = single(DictFSM(), FileStorage(tmp_path / "held"), snapshot_every=10, snapshot_interval=3600.0)
+    prompt = single(DictFSM(), FileStorage(tmp_path / "prompt"), snapshot_every=10, snapshot_interval=1e-6)
+    for node in (held, prompt):
+        async def writes(node: RaftNode = node) -> None:
+            for i in range(30):
+                await node.propose(f"k{i}={i}".encode())
+
+        await run_with(node, writes())
+        node.close()
+    assert FileStorage(tmp_path / "held").snap is None
+    snap = FileStorage(tmp_path / "prompt").snap
+    assert snap is not None and snap.index >= 10
+
+
 async def test_three_nodes_replicate_read_index_and_forwarded_results(tmp_path: Path) -> None:
     nodes: dict[str, RaftNode] = {}
 
@@ -135,7 +152,7 @@ async def test_three_nodes_replicate_read_index_and_forwarded_results(tmp_path: 
         done = asyncio.Event()
         # a forwarded write: the leader appends, the follower waits for its own apply's result
         nodes["a"].propose_forwarded(b"fwd=7", lambda i, t, _: nodes["c"].register_waiter(
-            i, t, lambda r: (results.append(r), done.set())))
+            i, t, lambda r: (results.append(r), done.set())), "c")
         await asyncio.wait_for(done.wait(), 5)
         assert results == [101]
 

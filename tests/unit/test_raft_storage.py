@@ -47,8 +47,10 @@ def test_torn_tail_is_cut_and_never_returned(tmp_path: Path, cut: int) -> None:
     size = wal.stat().st_size
     with open(wal, "r+b") as handle:  # a crash between write and fsync: the last batch is partial
         handle.truncate(size - cut)
-    _, _, got = reopen(tmp_path).initial_state()
+    cut_open = reopen(tmp_path)
+    _, _, got = cut_open.initial_state()
     assert [e.index for e in got] in ([1, 2], [1, 2, 3])
+    cut_open.close()
     assert wal.stat().st_size < size
     again = reopen(tmp_path)  # the cut is durable and appends continue from the valid prefix
     again.save(None, entries(len(again.entries) + 1, 4), None)
@@ -89,9 +91,9 @@ def test_random_cuts_always_yield_a_prefix(tmp_path: Path) -> None:
 def test_snapshot_truncates_the_log_and_survives_restart(tmp_path: Path) -> None:
     s = FileStorage(tmp_path)
     s.save(HardState(1, "x", 20), entries(1, 20), None)
-    before = (tmp_path / "wal").stat().st_size
+    before = s.wal_bytes
     s.save_snapshot(Snapshot(15, 1, Membership.of(["x"]), b"state@15"))
-    assert (tmp_path / "wal").stat().st_size < before
+    assert s.wal_bytes < before
     s.save(HardState(1, "x", 21), entries(21, 21), None)
     s.close()
     hard, snap, got = reopen(tmp_path).initial_state()
@@ -162,3 +164,22 @@ def test_peers_json_recovery_appends_the_new_membership(tmp_path: Path) -> None:
     peers.write_text('{"not": "a list"}')
     with pytest.raises(PeersFileError):
         recover_peers(peers, reopen(tmp_path))
+
+
+def test_a_crash_with_the_wal_preallocated_replays_every_record(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The open wal is longer than its records (zeros reserved ahead); a crash leaves it so: replay
+    stops at the zeros without calling them corrupt, and appends continue after the records."""
+    s = FileStorage(tmp_path / "live")
+    s.save(HardState(1, "a", 4), entries(1, 5), None)
+    image = (tmp_path / "live" / "wal").read_bytes()  # what the disk holds at kill -9
+    assert len(image) > s.wal_bytes and not any(image[s.wal_bytes:])
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    (crashed / "wal").write_bytes(image)
+    with caplog.at_level("WARNING"):
+        again = FileStorage(crashed)
+    assert "corrupt" not in caplog.text
+    assert [e.index for e in again.entries] == [1, 2, 3, 4, 5] and again.hard == HardState(1, "a", 4)
+    again.save(None, entries(6, 6), None)
+    again.close()
+    assert [e.index for e in FileStorage(crashed).entries] == [1, 2, 3, 4, 5, 6]
