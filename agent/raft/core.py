@@ -226,9 +226,13 @@ class RaftCore(LeaderMixin):
 
     # --- ready / advance ---
     def has_ready(self) -> bool:
+        # field by field, without building HardState/SoftState: the driver asks twice per cycle
+        log, hard, soft = self.log, self._persisted, self._soft
         return bool(self.msgs or self._bcast_pending or self._read_round_pending or self.read_states
-                    or self._received_snapshot or self.log.stabled < self.log.last_index() or self.log.to_apply()
-                    or self._hard_state() != self._persisted or self._soft != SoftState(self.leader, self.role))
+                    or self._received_snapshot or log.stabled < log.last_index()
+                    or min(log.committed, log.stabled) > log.applied
+                    or self.term != hard.term or self.vote != hard.vote or log.committed != hard.commit
+                    or self.leader != soft.leader or self.role is not soft.role)
 
     def ready(self) -> Ready:
         if self._bcast_pending:

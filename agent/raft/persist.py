@@ -2,9 +2,10 @@
 
 Contract:
 - `ReadyPersister(storage, durable).persist(rd, leading, send, idle)` writes the Ready's hard
-  state, entries and received snapshot: an fsync for entries, snapshots and term/vote changes; a
-  commit-only change is written without one (a lost commit index is learned again); nothing at
-  all for `MemoryStorage` beyond keeping it (`durable` False).
+  state, entries and received snapshot with an fsync; a Ready whose only change is the commit
+  index is not written at all (Raft needs no durable commit index: a restarted server learns it
+  again from the leader, and the stored one is never ahead of the truth). `MemoryStorage`
+  (`durable` False) keeps everything, without I/O.
 - A leader's AppendEntries, heartbeats and snapshots leave (through `send`) before its own fsync
   (Raft thesis §10.2.1: its own match index only counts after `advance`) and are removed from
   `rd.messages`; every other message waits for the fsync.
@@ -47,7 +48,7 @@ class ReadyPersister:
             self.storage.save(hard, rd.entries, rd.snapshot)
         elif not (rd.entries or rd.snapshot or (hard is not None and (hard.term, hard.vote)
                                                 != (self._synced.term, self._synced.vote))):
-            self.storage.save(hard, rd.entries, rd.snapshot, False)  # type: ignore[call-arg]
+            pass  # only the commit index moved: nothing to make durable
         else:
             if leading:
                 early = [m for m in rd.messages if isinstance(m, AppendEntries | Heartbeat | InstallSnapshot)]

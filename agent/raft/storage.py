@@ -13,8 +13,9 @@ Contract:
   follower's conflicting tail), a gap or a bad record ends the valid prefix. `snapshot` is one
   record of type SNAP (msgpack of `messages.snapshot_to_record`), replaced atomically (tmp, fsync,
   rename, directory fsync).
-- A Ready that only moves the commit index is written with `sync=False` (no fsync): a lost
-  commit index is learned again from the leader, and entries are never applied beyond it.
+- The driver does not write a Ready that only moves the commit index (persist.py): the stored
+  commit index is the one written with the last entries or term/vote change. After a restart the
+  leader tells the commit index again; entries are never applied beyond the known one.
 - The open wal is preallocated `WAL_PREALLOCATE` bytes ahead of its records (zeros, which replay
   treats as the end) so an fdatasync need not also commit a file-size change; `close()` trims it.
 - `open()` (called by the constructor) cuts a torn or corrupt wal tail and never returns it; wal
@@ -204,9 +205,7 @@ class FileStorage(MemoryStorage):
         return out
 
     # --- write side ---
-    def save(self, hard_state: HardState | None, entries: list[LogEntry], snapshot: Snapshot | None,
-             sync: bool = True) -> None:
-        """`sync=False` (only a new commit index: recoverable, so no fsync) writes without fsync."""
+    def save(self, hard_state: HardState | None, entries: list[LogEntry], snapshot: Snapshot | None) -> None:
         if snapshot is not None:
             self._write_snapshot(snapshot)
             self.entries = []
@@ -216,7 +215,7 @@ class FileStorage(MemoryStorage):
             self.hard = hard_state
             chunks.append(encode_hard(hard_state))
         if chunks:
-            self._append(b"".join(chunks), sync)
+            self._append(b"".join(chunks))
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         if self.snap is not None and snapshot.index <= self.snap.index:
@@ -248,15 +247,14 @@ class FileStorage(MemoryStorage):
             return
         self._allocated = target
 
-    def _append(self, data: bytes, sync: bool = True) -> None:
+    def _append(self, data: bytes) -> None:
         assert self._fd is not None, "storage is closed"
         self._reserve(len(data))
         written = os.pwrite(self._fd, data, self._end)
         if written != len(data):
             raise OSError(f"short write to {self.wal_path}: {written} of {len(data)} bytes")
         self._end += written
-        if sync:
-            os.fdatasync(self._fd)
+        os.fdatasync(self._fd)
 
     def _write_snapshot(self, snapshot: Snapshot) -> None:
         payload = msgpack.packb(snapshot_to_record(snapshot), use_bin_type=True)
