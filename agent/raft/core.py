@@ -230,7 +230,7 @@ class RaftCore(LeaderMixin):
         log, hard, soft = self.log, self._persisted, self._soft
         return bool(self.msgs or self._bcast_pending or self._read_round_pending or self.read_states
                     or self._received_snapshot or log.stabled < log.last_index()
-                    or min(log.committed, log.stabled) > log.applied
+                    or log.has_to_apply()
                     or self.term != hard.term or self.vote != hard.vote or log.committed != hard.commit
                     or self.leader != soft.leader or self.role is not soft.role)
 

@@ -38,18 +38,16 @@ class ReadyPersister:
     def __init__(self, storage: RaftStorage, durable: bool) -> None:
         self.storage = storage
         self.durable = durable
-        self._synced = storage.initial_state()[0]  # the last hard state written with an fsync
+        self._synced = storage.initial_state()[0]  # its term and vote are the durable ones
 
     async def persist(self, rd: Ready, leading: bool, send: Callable[[Message], None], idle: bool) -> None:
         if not rd.must_sync:
             return
         hard = rd.hard_state
+        vote_changed = hard is not None and (hard.term, hard.vote) != (self._synced.term, self._synced.vote)
         if not self.durable:
             self.storage.save(hard, rd.entries, rd.snapshot)
-        elif not (rd.entries or rd.snapshot or (hard is not None and (hard.term, hard.vote)
-                                                != (self._synced.term, self._synced.vote))):
-            pass  # only the commit index moved: nothing to make durable
-        else:
+        elif rd.entries or rd.snapshot or vote_changed:  # otherwise only the commit index moved: no write
             if leading:
                 early = [m for m in rd.messages if isinstance(m, AppendEntries | Heartbeat | InstallSnapshot)]
                 if early:

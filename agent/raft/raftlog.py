@@ -79,12 +79,14 @@ class RaftLog:
     def unstable(self) -> list[LogEntry]:
         return self.entries[self.stabled - self.snap_index:]
 
+    def has_to_apply(self) -> bool:
+        return min(self.committed, self.stabled) > self.applied
+
     def to_apply(self) -> list[LogEntry]:
         """Committed entries that are persisted locally and not yet applied."""
-        hi = min(self.committed, self.stabled)
-        if hi <= self.applied:
+        if not self.has_to_apply():
             return []
-        return self.entries[self.applied - self.snap_index:hi - self.snap_index]
+        return self.entries[self.applied - self.snap_index:min(self.committed, self.stabled) - self.snap_index]
 
     def first_index_of_term(self, index: int) -> int:
         """The first index (above the snapshot) holding the same term as `index`."""

@@ -230,6 +230,10 @@ class FileStorage(MemoryStorage):
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._end)
                 os.fsync(self._fd)
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
@@ -262,7 +266,7 @@ class FileStorage(MemoryStorage):
         self.snap = snapshot
 
     def _rewrite_wal(self) -> None:
-        self.close()
+        self._close_fd()  # the file is replaced whole: no point trimming it first
         data = b"".join(encode_entry(e) for e in self.entries) + encode_hard(self.hard)
         _write_atomic(self.wal_path, data)
         self._open_wal(len(data))
