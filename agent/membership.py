@@ -77,6 +77,15 @@ def keyring_path(config: AgentConfig) -> Path | None:
     return Path(config.data_dir) / "serf" / "local.keyring"
 
 
+EVENT_LOG_NAMES = {"join": "EventMemberJoin", "update": "EventMemberUpdate", "failed": "EventMemberFailed",
+                   "leave": "EventMemberLeave", "reap": "EventMemberReap"}
+
+
+def log_member_event(event: MemberEvent) -> None:
+    """Consul's `serf: EventMemberJoin: name address` lines: the operator's record of who came and went."""
+    log.info("serf: %s: %s %s", EVENT_LOG_NAMES[event.kind], event.member.name, event.member.address)
+
+
 class Membership:
     def __init__(self, config: AgentConfig, node_id: str, advertise: str) -> None:
         self.config = config
@@ -99,6 +108,7 @@ class Membership:
             keyring=self.keyring, verify_incoming=config.encrypt_verify_incoming,
             verify_outgoing=config.encrypt_verify_outgoing, drop=packet_loss(os.environ))
         self.node.subscribe(self._forget_servers)  # first: later subscribers may ask for servers()
+        self.node.subscribe(log_member_event)
         for callback in self._subscribers:
             self.node.subscribe(callback)
         self.node.on_user_event(self._event_handler)

@@ -25,7 +25,7 @@ class SwimConfig:
     probe_timeout: float = 0.5             # an ack slower than this on a LAN is a lost ack
     indirect_checks: int = 3               # three relays: one bad path must not convict a member
     tcp_pings: bool = True                 # memberlist's TCP fallback ping: lossy UDP alone convicts no one
-    retransmit_mult: int = 4               # each broadcast sent 4 × ceil(log10(n+1)) times: reaches all whp
+    retransmit_mult: int = 4               # each broadcast sent 4 × max(2, ceil(log10(n+1))) times
     suspicion_mult: int = 4                # suspect for ≥ 4 probe rounds (× log10 n) before DEAD
     suspicion_max_timeout_mult: int = 6    # Lifeguard: start at 6 × the minimum, shrink with confirmations
     awareness_max_multiplier: int = 8      # Lifeguard: an unhealthy prober slows down at most 8×

@@ -16,8 +16,9 @@ Contract:
   member hearing an accusation that was already refuted (against itself or a member it holds ALIVE
   at a higher incarnation) answers the sender with the current Alive.
 - Dissemination: every state change is queued as a transmit-limited broadcast (retransmit_mult ×
-  ceil(log10(n + 1))) and piggybacked on pings/acks and on gossip packets sent every gossip_interval
-  to gossip_nodes members (recently dead ones too); full-state push-pull over a stream periodically
+  max(2, ceil(log10(n + 1))) sends, see `broadcast.retransmit_limit`; an Alive is never sent to its
+  own subject) and piggybacked on pings/acks and on gossip packets sent every gossip_interval to
+  gossip_nodes members (recently dead ones too); full-state push-pull over a stream periodically
   (stretched in proportion to n above 32 members, so bytes per member stay flat), on join and on
   reconnect attempts to DEAD members (rumor handling lives in `agent.gossip.rumors`). Unlike
   memberlist, a join reply schedules one more push-pull with the same member a dissemination round
@@ -272,7 +273,7 @@ class Swim(StateRumors):
         for i, target in enumerate(targets):
             if i == 0:
                 out.extend(Outgoing(target.addr, p, stream=True) for p in self._queue.take_oversized(limit))
-            parts = self._queue.take(budget, limit)
+            parts = self._queue.take(budget, limit, target.name)
             if not parts:
                 break
             self.stats["gossip_packets"] += 1
@@ -336,7 +337,8 @@ class Swim(StateRumors):
         return out
 
     def _broadcast(self, name: str, raw: bytes | None, msg: Alive | Suspect | Dead) -> None:
-        self._queue.queue(name, raw if raw is not None else encode(msg))
+        # an accusation must reach the accused (it refutes); its own Alive is no news to it
+        self._queue.queue(name, raw if raw is not None else encode(msg), for_subject=not isinstance(msg, Alive))
 
     def _alive_payload(self) -> bytes:
         me = self._me

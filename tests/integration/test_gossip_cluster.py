@@ -102,10 +102,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def test_every_agent_sees_every_member_with_its_role(cluster: Cluster) -> None:
+    expected = {"s1": "consul", "s2": "consul", "s3": "consul", "c1": "node", "c2": "node"}
     for name, agent in cluster.agents.items():
-        agent.wait_for(lambda a=agent: alive_members(a) == {"s1": "consul", "s2": "consul", "s3": "consul",
-                                                            "c1": "node", "c2": "node"},
-                       timeout=20, what=f"the full member list on {name}")
+        seen: dict[str, str] = {}
+
+        def has_everyone(a: AgentProcess = agent, seen: dict[str, str] = seen) -> bool:
+            seen.clear()
+            seen.update(alive_members(a))
+            return seen == expected
+        try:
+            agent.wait_for(has_everyone, timeout=20, what=f"the full member list on {name}")
+        except AssertionError as err:
+            members = agent.get("/v1/agent/members").json()
+            raise AssertionError(f"{name} sees alive {seen}; all: {members}") from err
 
 
 def test_client_service_reaches_dns_on_a_server_and_the_other_client(cluster: Cluster) -> None:

@@ -44,6 +44,19 @@ def test_queue_retransmit_limit_and_budget() -> None:
     assert len(q) == 0
 
 
+def test_a_members_own_alive_is_not_spent_on_it_but_an_accusation_is() -> None:
+    q = BroadcastQueue(1000)
+    q.queue("a", b"alive a", for_subject=False)
+    q.queue("b", b"suspect b")
+    assert q.take(1000, 2, recipient="a") == [b"suspect b"]       # a's own Alive is no news to a
+    assert q.take(1000, 2, recipient="b") == [b"alive a", b"suspect b"]   # b must hear it is suspected
+    assert q.take(1000, 2, recipient="c") == [b"alive a"]         # b's accusation spent both transmits
+    assert len(q) == 0
+    q.queue("a", b"alive a", for_subject=False)
+    q.queue("a", b"dead a")                                        # replaced: the accusation goes to a
+    assert q.take(1000, 2, recipient="a") == [b"dead a"]
+
+
 def test_suspicion_timeout_formula() -> None:
     assert suspicion_timeout(4, 1, 1.0) == 4.0
     assert suspicion_timeout(4, 5, 1.0) == 4.0                   # log10 floored at 1
@@ -89,4 +102,5 @@ def test_presets() -> None:
 
 
 def test_retransmit_limit() -> None:
-    assert [retransmit_limit(4, n) for n in (1, 9, 10, 99, 100, 1000)] == [4, 4, 8, 8, 12, 16]
+    # memberlist's log10 factor, floored at 2 so that clusters under 10 members spread as well as larger ones
+    assert [retransmit_limit(4, n) for n in (1, 9, 10, 99, 100, 1000)] == [8, 8, 8, 8, 12, 16]
