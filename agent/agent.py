@@ -40,7 +40,7 @@ from agent.gossip.errors import GossipJoinError, KeyringError
 from agent.gossip.joiner import RetryJoinFailed
 from agent.gossip.userevents import UserEvents
 from agent.http.app import HttpContext, build_app
-from agent.http.fastpath import FastReadServer
+from agent.http.fastpath import FastPathServer
 from agent.http.ops import install as install_ops
 from agent.lifecycle import instrument, instrument_dns, serve
 from agent.local.antientropy import AntiEntropy, CatalogAccess
@@ -261,8 +261,9 @@ class Agent:
     async def _start_server_port(self, server: CatalogServer, ctx: HttpContext) -> None:
         """Raft peers and the API client agents call, on one listener (agent.rpc)."""
         app = build_app(ctx, max_body_bytes=self.config.http_config.max_request_body_bytes, scope="cluster")
-        on_raft = None if server.cluster.transport is None else server.cluster.serve_inbound
-        listener = ServerPortListener(on_raft, await self._http_protocol_factory(app))
+        transport = server.cluster.transport
+        listener = ServerPortListener(transport.inbound_protocol if transport is not None else None,
+                                      await self._http_protocol_factory(app))
         self.server_port = await listener.start(self.config.bind_addr, self.config.ports.server)
         self._stack.callback(listener.close)
         server.cluster.bound(self.server_port)
@@ -273,7 +274,8 @@ class Agent:
         install_ops(app, self.metrics, self.logs.hub if self.logs else None)
         factory = await self._http_protocol_factory(app)
         if self.server is not None:  # the fast path owns each connection first, hands it to aiohttp when needed
-            fast = FastReadServer(ctx.responses, self.server, factory)  # type: ignore[arg-type]
+            fast = FastPathServer(ctx.responses, self.server, factory,  # type: ignore[arg-type]
+                                  self.config.http_config.max_request_body_bytes)
             self._stack.callback(fast.close_all)
             self._tasks.append(self._group.create_task(fast.sweep_idle(), name="http-idle-sweeper"))
             self.metrics.add_source(lambda: [("api.http.fast_path", {}, fast.served)], counter=True)

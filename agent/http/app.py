@@ -1,9 +1,9 @@
 """The HTTP API application: context, error mapping, limits, route registration (layer 4).
 
 Contract: `build_app(ctx)` returns an aiohttp application serving Consul's `/v1` API. Every
-response has a Content-Type. Errors map by class: `BadRequest`, `ProblemsError` (invalid
-definitions) and check errors → 400, `NotFound` → 404,
-`PayloadTooLarge`/oversized bodies → 413, `NoLeader` → 500 `No cluster leader`; a wrong method
+response has a Content-Type. Errors map by class (`agent.http.statuses`: `BadRequest`,
+`ProblemsError` and check errors → 400, `NotFound` → 404, `PayloadTooLarge` → 413, `NoLeader` →
+500 `No cluster leader`); oversized bodies → 413; a wrong method
 is 405 with `Allow`; an unknown `/v1` path is 404 `Invalid URL path: not a recognized HTTP API
 endpoint`. Anything unexpected is logged with its traceback and answered 500 without one.
 """
@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from agent.discovery import Discovery
-from agent.errors import BadRequest, NoLeader, NotFound, PayloadTooLarge, ProblemsError
 from agent.events import EventRing
 from agent.http.common import text_response
 from agent.http.fastpath import ReadCache
+from agent.http.statuses import ERROR_STATUS, status_of
 from agent.local.manager import LocalAgent
 from agent.server import CatalogServer
 from agent.sessions_driver import SessionDriver
-from checks.errors import CheckError, UnknownCheck
 
 if TYPE_CHECKING:
     import aiohttp
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from agent.remote.servers import ServerPool
 
 log = logging.getLogger("waypost.http")
+KNOWN_ERRORS = tuple(cls for cls, _ in ERROR_STATUS)
 
 
 @dataclass(slots=True)
@@ -65,18 +65,8 @@ async def error_middleware(request: web.Request,
                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     try:
         return await handler(request)
-    except (BadRequest, ProblemsError) as exc:
-        return text_response(str(exc), 400)
-    except UnknownCheck as exc:
-        return text_response(str(exc), 404)
-    except CheckError as exc:
-        return text_response(str(exc), 400)
-    except NotFound as exc:
-        return text_response(str(exc), 404)
-    except PayloadTooLarge as exc:
-        return text_response(str(exc), 413)
-    except NoLeader as exc:
-        return text_response(str(exc), 500)
+    except KNOWN_ERRORS as exc:
+        return text_response(str(exc), status_of(exc) or 500)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[MAX_BODY]
         return text_response(f"Request body too large: the limit is {limit} bytes", 413)

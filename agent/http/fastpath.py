@@ -1,31 +1,42 @@
-"""The read cache and the fast path in front of aiohttp for repeated catalog/health reads (layer 4).
+"""The read cache, and the fast path in front of aiohttp for repeated reads and plain KV writes (layer 4).
 
 Contract:
 - `ReadCache` keeps, per (raw path, raw query without index/wait), the last serialised answer of a
   blocking read with its watch keys, its index and the `produce` function that computed it. An entry
   is current while the store's index of its keys is unchanged; a stale entry is recomputed by its
   own `produce` (the key determines the answer, so any request with that key may reuse it).
-- `FastReadProtocol` owns each accepted connection first. A request it can answer without aiohttp
+- `FastPathProtocol` owns each accepted connection first. A read it can answer without aiohttp
   — `GET` over HTTP/1.1, no body, no `Connection: close`, no `?consistent`, the key in the cache,
   not a blocking wait (no `index`, or an `index` the data has already passed), this server
   allowed to read locally (single server, or leader with a fresh lease) — is answered straight
-  from the cache with the same headers `blocking_read` sends.
+  from the cache with the same headers `blocking_read` sends. A plain KV write
+  (`fastkv.plain_kv_put`) is proposed as the same `set` command the aiohttp handler proposes, and
+  answered `true`/`false`, or with the error's status and message (`statuses.status_of`); the
+  requests behind it on the connection wait until it is answered (replies stay in order).
   Anything else hands the connection, with every byte not yet answered, to aiohttp's protocol for
-  the rest of its life, so every other behaviour (errors, blocking waits, writes) stays aiohttp's.
+  the rest of its life, so every other behaviour (errors, blocking waits, other writes) stays
+  aiohttp's.
 - Idle fast connections are closed after `IDLE_SECONDS`, like aiohttp's keep-alive timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import formatdate
 
+from agent.catalog.commands import KVCommand, KVOp
+from agent.http.fastkv import HttpDate, PlainPut, http_reply, plain_kv_put
+from agent.http.statuses import status_of
+
+log = logging.getLogger("waypost.http")
 IDLE_SECONDS = 75.0
 MAX_HEAD = 16 * 1024
+PAUSE_BUFFERED = 1 << 20  # bytes read ahead behind a pending write before the socket stops being read
+JSON, TEXT = b"application/json", b"text/plain; charset=utf-8"
 BLOCKING_PREFIXES = ("index=", "wait=")
 HANDOFF_HEADERS = (b"content-length", b"transfer-encoding", b"connection: close", b"upgrade", b"expect")
 
@@ -77,22 +88,8 @@ class ReadCache:
         return len(self._entries)
 
 
-class _Date:
-    """The HTTP Date header value, formatted once per second."""
-
-    second = -1
-    text = b""
-
-    @classmethod
-    def now(cls) -> tuple[int, bytes]:
-        second = int(time.time())
-        if second != cls.second:
-            cls.second, cls.text = second, formatdate(second, usegmt=True).encode()
-        return cls.second, cls.text
-
-
 def build_response(entry: CachedRead, leader: bool, last_contact_ms: int) -> bytes:
-    second, date = _Date.now()
+    second, date = HttpDate.now()
     if entry.response_date == second and entry.response:
         return entry.response
     head = (
@@ -106,18 +103,21 @@ def build_response(entry: CachedRead, leader: bool, last_contact_ms: int) -> byt
     return entry.response
 
 
-class FastReadServer:
-    """Creates `FastReadProtocol`s and closes the idle ones."""
+class FastPathServer:
+    """Creates `FastPathProtocol`s and closes the idle ones."""
 
-    def __init__(self, cache: ReadCache, catalog: object, fallback: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, cache: ReadCache, catalog: object, fallback: Callable[[], asyncio.Protocol],
+                 max_body_bytes: int) -> None:
         self.cache = cache
-        self.catalog = catalog  # CatalogServer: store, reads_locally()
+        self.catalog = catalog  # CatalogServer: store, reads_locally(), apply()
         self.fallback = fallback
-        self.connections: set[FastReadProtocol] = set()
+        self.max_body_bytes = max_body_bytes  # aiohttp's client_max_size: larger bodies are its to refuse
+        self.connections: set[FastPathProtocol] = set()
+        self.writes: set[asyncio.Future[object]] = set()
         self.served = 0
 
-    def __call__(self) -> FastReadProtocol:
-        return FastReadProtocol(self)
+    def __call__(self) -> FastPathProtocol:
+        return FastPathProtocol(self)
 
     async def sweep_idle(self) -> None:
         while True:
@@ -131,11 +131,13 @@ class FastReadServer:
             conn.close()
 
 
-class FastReadProtocol(asyncio.Protocol):
-    def __init__(self, owner: FastReadServer) -> None:
+class FastPathProtocol(asyncio.Protocol):
+    def __init__(self, owner: FastPathServer) -> None:
         self._owner = owner
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
+        self._writing = False      # a KV write of this connection awaits its answer
+        self._read_paused = False
         self.last_seen = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -151,7 +153,7 @@ class FastReadProtocol(asyncio.Protocol):
             self._transport.pause_reading()  # a slow reader stops being read from
 
     def resume_writing(self) -> None:
-        if self._transport is not None:
+        if self._transport is not None and not self._read_paused:
             self._transport.resume_reading()
 
     def close(self) -> None:
@@ -160,7 +162,15 @@ class FastReadProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
-        buffer = self._buffer + data if self._buffer else data
+        self._buffer = self._buffer + data if self._buffer else data
+        if not self._writing:
+            self._serve_buffered()
+        elif len(self._buffer) > PAUSE_BUFFERED and self._transport is not None:
+            self._transport.pause_reading()
+            self._read_paused = True
+
+    def _serve_buffered(self) -> None:
+        buffer = self._buffer
         while buffer:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
@@ -168,6 +178,15 @@ class FastReadProtocol(asyncio.Protocol):
                     self._hand_off(buffer)
                 else:
                     self._buffer = buffer
+                return
+            put = plain_kv_put(buffer[:end], self._owner.max_body_bytes)
+            if put is not None:
+                body_end = end + 4 + put.length
+                if len(buffer) < body_end:
+                    self._buffer = buffer  # wait for the rest of the body
+                    return
+                self._buffer = buffer[body_end:]
+                self._write(put, buffer[end + 4:body_end])
                 return
             response = self._answer(buffer[:end])
             if response is None:
@@ -208,6 +227,35 @@ class FastReadProtocol(asyncio.Protocol):
                 return None
             entry.response = b""
         return build_response(entry, True, 0)  # a local read here means leader, contact 0
+
+    def _write(self, put: PlainPut, value: bytes) -> None:
+        self._writing = True
+        write = asyncio.ensure_future(self._owner.catalog.apply(  # type: ignore[attr-defined]
+            KVCommand(KVOp("set", put.key, value, 0))))
+        self._owner.writes.add(write)
+        write.add_done_callback(self._written)
+
+    def _written(self, write: asyncio.Future[object]) -> None:
+        self._owner.writes.discard(write)
+        self._writing = False
+        error = None if write.cancelled() else write.exception()
+        if write.cancelled():
+            reply = http_reply(503, b"Service unavailable: the agent is stopping", TEXT)
+        elif error is None:
+            reply = http_reply(200, b"true" if write.result() else b"false", JSON)
+        elif (status := status_of(error)) is not None:
+            reply = http_reply(status, str(error).encode(), TEXT)
+        else:
+            log.error("internal error serving a KV write", exc_info=error)
+            reply = http_reply(500, b"Internal error", TEXT)
+        if self._transport is None:
+            return  # the client went away; the write itself stands
+        self._transport.write(reply)
+        self._owner.served += 1
+        if self._read_paused:
+            self._read_paused = False
+            self._transport.resume_reading()
+        self._serve_buffered()
 
     def _hand_off(self, pending: bytes) -> None:
         transport = self._transport

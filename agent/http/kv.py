@@ -13,7 +13,9 @@ Contract:
   the write apply only while that lock is still held with that LockIndex (else `false`).
 - DELETE: `recurse` (prefix), `cas`; `recurse`+`cas` → 400; empty key without recurse → 400.
 - Keys with NUL or other unprintable characters, or `.`/`..` path segments (which URL normalisation
-  would silently rewrite), are refused with 400 before anything is written.
+  would silently rewrite), are refused with 400 before anything is written (`fastkv.key_problem`).
+- A plain PUT (no query string, a key that needs no decoding) is usually answered by the fast path
+  (`agent.http.fastpath`) with the same command and the same answer; this handler takes the rest.
 """
 
 from __future__ import annotations
@@ -27,20 +29,18 @@ from agent.catalog.kvops import InvalidSession, fence_token, parse_fence
 from agent.errors import BadRequest, PayloadTooLarge
 from agent.http.app import CONTEXT
 from agent.http.common import json_response, query_flag, text_response
+from agent.http.fastkv import KV_MAX_VALUE_SIZE, key_problem
 from agent.http.kvwait import table_read
 
-KV_MAX_VALUE_SIZE = 512 * 1024  # Consul's limits.kv_max_value_size
 FENCE_HEADER = "X-Waypost-Fence-Token"
 UINT64_MAX = (1 << 64) - 1
 
 
 def kv_key(request: web.Request) -> str:
     key = request.match_info.get("key", "")
-    if any(not ch.isprintable() for ch in key):
-        raise BadRequest("Invalid key: contains unprintable characters")
-    raw = unquote(request.raw_path.partition("?")[0])
-    if any(part in (".", "..") for part in raw.split("/")):
-        raise BadRequest("Invalid key: contains a '.' or '..' path segment")
+    problem = key_problem(key, unquote(request.raw_path.partition("?")[0]))
+    if problem:
+        raise BadRequest(problem)
     return key
 
 

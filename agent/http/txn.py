@@ -27,7 +27,7 @@ from agent.decode import decode_catalog_register
 from agent.errors import BadRequest, PayloadTooLarge
 from agent.http.app import CONTEXT
 from agent.http.common import json_response, parse_consistency, read_headers, read_json
-from agent.http.kv import KV_MAX_VALUE_SIZE
+from agent.http.fastkv import KV_MAX_VALUE_SIZE
 from agent.types import HealthCheck, Node, NodeService
 
 MAX_TXN_OPS = 64

@@ -83,7 +83,7 @@ class ClusterSettings:
     single: bool = True
     raft_multiplier: int = 5
     hold_timeout: float = 7.0
-    listen: bool = True          # False: the agent's server-port listener (agent.rpc) feeds serve_inbound
+    listen: bool = True          # False: Raft connections come from the agent.rpc listener
     accept_joins: bool = False   # a single server (-bootstrap) that other servers may still join
     snapshot_threshold: int = SNAPSHOT_EVERY   # raft_snapshot_threshold
     trailing_logs: int = TRAILING_LOGS         # raft_trailing_logs
@@ -175,13 +175,6 @@ class RaftCluster:
         if self.transport is not None and address != self.settings.address and address not in self.settings.join:
             self.settings.join.append(address)
             self.transport.connect(address)
-
-    async def serve_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A Raft connection accepted by the agent's server-port listener."""
-        if self.transport is None:
-            writer.close()
-            return
-        await self.transport.serve(reader, writer)
 
     # --- running ---
     async def run(self) -> None:

@@ -15,9 +15,11 @@ Contract:
   task switch on the replication path); otherwise it waits in a bounded queue of `QUEUE_FRAMES`
   frames — when that is full (slow or unreachable peer) new frames are dropped: Raft retries on
   its own.
-- Received frames go to `on_frame(src_id, kind, body)`; HELLOs also go there (src_id is the id
-  inside). Malformed frames close the connection. Server ids are node names; addresses are
-  host:port of the peer's server port.
+- Received frames go to `on_frame(src_id, kind, body)`, called from the inbound protocol's
+  `data_received` as soon as a frame is complete (`inbound_protocol()`, the factory for a listener:
+  no reader task is woken per frame); HELLOs also go there (src_id is the id inside). A connection
+  whose first frame is not a HELLO, or that sends a malformed or oversized frame, is closed.
+  Server ids are node names; addresses are host:port of the peer's server port.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ class Transport:
         self._peers: dict[str, _Peer] = {}   # address → outbound connection
         self._new: list[_Peer] = []
         self._changed = asyncio.Event()
-        self._inbound: set[asyncio.StreamWriter] = set()
+        self._inbound: set[FrameReader] = set()
         self._server: asyncio.Server | None = None
 
     # --- addressing ---
@@ -166,7 +168,8 @@ class Transport:
 
     # --- serving ---
     async def listen(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self.serve, host, port, reuse_address=True)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self.inbound_protocol, host, port, reuse_address=True)
         return self._server.sockets[0].getsockname()[1]
 
     async def run(self) -> None:
@@ -184,33 +187,13 @@ class Transport:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for writer in list(self._inbound):
-            writer.close()
+        for reader in list(self._inbound):
+            reader.close()
         self._inbound.clear()
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One inbound connection, until it closes or sends a malformed frame."""
-        self._inbound.add(writer)
-        src = ""
-        try:
-            while True:
-                header = await reader.readexactly(FRAME.size)
-                length, kind = FRAME.unpack(header)
-                if length > MAX_FRAME:
-                    return
-                body = await reader.readexactly(length)
-                if kind == HELLO:
-                    src = self._hello_src(body) or src
-                if not src:
-                    return  # the first frame must be a HELLO
-                self.on_frame(src, kind, body)
-        except (asyncio.IncompleteReadError, OSError, ConnectionError):
-            pass
-        except Exception:  # a malformed frame: drop this connection, keep serving others
-            log.warning("dropping raft connection after a malformed frame", exc_info=True)
-        finally:
-            self._inbound.discard(writer)
-            writer.close()
+    def inbound_protocol(self) -> FrameReader:
+        """The protocol for one accepted Raft connection (a listener's protocol factory)."""
+        return FrameReader(self)
 
     @staticmethod
     def _hello_src(body: bytes) -> str:
@@ -221,3 +204,60 @@ class Transport:
         if isinstance(rec, list) and rec and isinstance(rec[0], str):
             return rec[0]
         return ""
+
+
+class FrameReader(asyncio.Protocol):
+    """One inbound connection: frames are cut from the bytes as they arrive and handed to
+    `on_frame` from `data_received` itself (no reader task to wake per frame)."""
+
+    def __init__(self, owner: Transport) -> None:
+        self._owner = owner
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._src = ""
+        self._closed = False      # no frame is handed on once we decided to close
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._owner._inbound.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._inbound.discard(self)
+        self._transport = None
+
+    def close(self) -> None:
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        offset, size = 0, len(buffer)
+        try:
+            while size - offset >= FRAME.size and not self._closed:
+                length, kind = FRAME.unpack_from(buffer, offset)
+                if length > MAX_FRAME:
+                    self.close()
+                    return
+                end = offset + FRAME.size + length
+                if end > size:
+                    break
+                self._frame(kind, bytes(buffer[offset + FRAME.size:end]))
+                offset = end
+        except Exception:  # a malformed frame: drop this connection, keep serving others
+            log.warning("dropping raft connection after a malformed frame", exc_info=True)
+            self.close()
+            return
+        if self._closed:
+            buffer.clear()
+        else:
+            del buffer[:offset]
+
+    def _frame(self, kind: int, body: bytes) -> None:
+        if kind == HELLO:
+            self._src = self._owner._hello_src(body) or self._src
+        if not self._src:
+            self.close()  # the first frame must be a HELLO
+            return
+        self._owner.on_frame(self._src, kind, body)

@@ -6,6 +6,7 @@ import json
 import socket
 
 from tests.integration.harness import AgentProcess
+from tests.promtext import parse, value
 
 
 def exchange(port: int, payload: bytes, responses: int) -> list[tuple[dict[str, str], bytes]]:
@@ -68,3 +69,53 @@ def test_other_requests_are_handed_to_aiohttp_on_the_same_connection(dev_agent: 
     assert [h["status"] for h, _ in replies] == ["200", "200", "200", "404", "400"]
     assert replies[0][1] == b"[]" and replies[1][1] == b"true"
     assert [row["Node"] for row in json.loads(replies[2][1])] == ["fp-3"]
+
+
+def put(path: str, body: bytes, *headers: str) -> bytes:
+    lines = [f"PUT {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}", *headers]
+    return "\r\n".join(lines).encode() + b"\r\n\r\n" + body
+
+
+def fast_served(agent: AgentProcess) -> float:
+    return value(parse(agent.get("/v1/agent/metrics?format=prometheus").text), "consul_api_http_fast_path")
+
+
+def test_a_plain_kv_write_answers_what_aiohttp_answers(dev_agent: AgentProcess) -> None:
+    slow = dev_agent.put("/v1/kv/fast/slow?flags=0", raw=b"one")  # a query string: aiohttp's handler
+    served = fast_served(dev_agent)
+    (headers, body), = exchange(dev_agent.http_port, put("/v1/kv/fast/plain", b"two"), 1)
+    assert fast_served(dev_agent) == served + 1
+    assert (headers["status"], body) == ("200", slow.body) == ("200", b"true")
+    assert headers["content-type"] == slow.headers["Content-Type"]
+    plain = dev_agent.get("/v1/kv/fast/plain").json()[0]  # type: ignore[index]
+    assert (plain["Key"], plain["Flags"], plain.get("Session")) == ("fast/plain", 0, None)
+    assert dev_agent.get("/v1/kv/fast/plain?raw").body == b"two"
+
+
+def test_pipelined_writes_and_reads_are_answered_in_order(dev_agent: AgentProcess) -> None:
+    dev_agent.put("/v1/kv/order/k", raw=b"v0")
+    path = "/v1/kv/order/k"
+    dev_agent.get(path)  # the read is cached: the GETs below are fast too
+    payload = (put(path, b"v1") + get(f"{path}?raw") + put(path, b"v2") + put(path, b"v3") + get(f"{path}?raw")
+               + put(f"{path}?cas=1", b"lost") + put(path, b"v4") + get(f"{path}?raw"))
+    replies = exchange(dev_agent.http_port, payload, 8)
+    assert [h["status"] for h, _ in replies] == ["200"] * 8
+    assert [body for _, body in replies] == [b"true", b"v1", b"true", b"true", b"v3", b"false", b"true", b"v4"]
+
+
+def test_a_body_sent_in_pieces_and_refused_writes_change_nothing(dev_agent: AgentProcess) -> None:
+    import time
+
+    with socket.create_connection(("127.0.0.1", dev_agent.http_port), timeout=10) as sock:
+        request = put("/v1/kv/pieces/k", b"x" * 5000)
+        for i in range(0, len(request), 1500):
+            sock.sendall(request[i:i + 1500])
+            time.sleep(0.01)
+        assert sock.recv(65536).endswith(b"\r\n\r\ntrue")
+    assert dev_agent.get("/v1/kv/pieces/k?raw").body == b"x" * 5000
+    refused = put("/v1/kv/pieces/a/../k", b"evil") + put("/v1/kv/pieces/big", b"y" * (512 * 1024 + 1))
+    replies = exchange(dev_agent.http_port, refused, 2)
+    assert [h["status"] for h, _ in replies] == ["400", "413"]
+    assert b"'..'" in replies[0][1]
+    assert dev_agent.get("/v1/kv/pieces/k?raw").body == b"x" * 5000
+    assert dev_agent.get("/v1/kv/pieces/big").status == 404

@@ -26,17 +26,19 @@ async def _http_factory() -> tuple[web.AppRunner, object]:
 
 async def test_http_and_raft_share_the_port() -> None:
     runner, factory = await _http_factory()
-    frames: list[bytes] = []
+    received = bytearray()
 
-    async def on_raft(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        header = await reader.readexactly(5)
-        length, _kind = struct.unpack(">IB", header)
-        frames.append(await reader.readexactly(length))
-        writer.write(b"ok")
-        await writer.drain()
-        writer.close()
+    class RaftSide(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
 
-    listener = ServerPortListener(on_raft, factory)  # type: ignore[arg-type]
+        def data_received(self, data: bytes) -> None:
+            received.extend(data)                      # the sniffed bytes arrive too
+            if len(received) == 8:
+                self.transport.write(b"ok")  # type: ignore[attr-defined]
+                self.transport.close()
+
+    listener = ServerPortListener(RaftSide, factory)  # type: ignore[arg-type]
     port = await listener.start("127.0.0.1", 0)
     try:
         async with aiohttp.ClientSession() as session:
@@ -49,7 +51,7 @@ async def test_http_and_raft_share_the_port() -> None:
         await writer.drain()
         assert await reader.read() == b"ok"
         writer.close()
-        assert frames == [b"abc"]
+        assert bytes(received) == struct.pack(">IB", 3, 1) + b"abc"
     finally:
         listener.close()
         await runner.cleanup()

@@ -1,0 +1,89 @@
+"""KV key rules, and the plain `PUT /v1/kv/<key>` the fast path may write itself (layer 4).
+
+Contract:
+- `key_problem(key, raw_path)` is the one rule for a KV key taken from a URL: why it is refused
+  (unprintable characters; a `.` or `..` segment, which URL normalisation would silently rewrite),
+  or "" when it is acceptable. `agent.http.kv` applies it to every KV request.
+- `plain_kv_put(head, max_body)` reads a request head (request line and headers, without the
+  blank line). It returns `PlainPut(key, length)` only for the commonest write, whose answer
+  needs nothing aiohttp adds: `PUT /v1/kv/<key> HTTP/1.1` with no query string, a non-empty key
+  made only of characters that URL decoding leaves alone and that passes `key_problem`, at most
+  one `Content-Length` of at most `min(KV_MAX_VALUE_SIZE, max_body)` bytes, and no
+  Transfer-Encoding, Expect, Upgrade or `Connection: close`. Anything else → None (aiohttp's
+  handler answers it, errors and options included).
+- `http_reply(status, body, content_type)` is the whole HTTP/1.1 response the fast path writes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+
+KV_MAX_VALUE_SIZE = 512 * 1024  # Consul's limits.kv_max_value_size
+PUT_PREFIX = b"PUT /v1/kv/"
+HTTP11 = b" HTTP/1.1"
+# pchar of RFC 3986 without '%' (so decoding is the identity), plus '/': aiohttp's key is the raw path
+KEY_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/")
+REFUSED_HEADERS = (b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:", b"\r\nconnection: close")
+CONTENT_LENGTH = b"\r\ncontent-length:"
+
+
+@dataclass(frozen=True, slots=True)
+class PlainPut:
+    key: str
+    length: int   # body bytes that follow the head
+
+
+def key_problem(key: str, raw_path: str) -> str:
+    if any(not ch.isprintable() for ch in key):
+        return "Invalid key: contains unprintable characters"
+    if any(part in (".", "..") for part in raw_path.split("/")):
+        return "Invalid key: contains a '.' or '..' path segment"
+    return ""
+
+
+def plain_kv_put(head: bytes, max_body: int) -> PlainPut | None:
+    line_end = head.find(b"\r\n")
+    line = head if line_end < 0 else head[:line_end]
+    if not line.startswith(PUT_PREFIX) or not line.endswith(HTTP11):
+        return None
+    raw_key = line[len(PUT_PREFIX):-len(HTTP11)]
+    if not raw_key or not KEY_BYTES.issuperset(raw_key):
+        return None   # also refuses a query string ('?') and percent-escapes
+    key = raw_key.decode("ascii")
+    if key_problem(key, key):
+        return None
+    headers = head[line_end:].lower() if line_end >= 0 else b""
+    if any(h in headers for h in REFUSED_HEADERS):
+        return None
+    at = headers.find(CONTENT_LENGTH)
+    if at < 0:
+        return PlainPut(key, 0)
+    if headers.find(CONTENT_LENGTH, at + 1) >= 0:
+        return None   # repeated: aiohttp refuses it
+    value_end = headers.find(b"\r\n", at + 2)
+    raw_length = headers[at + len(CONTENT_LENGTH):value_end if value_end >= 0 else None].strip()
+    if not raw_length.isdigit() or int(raw_length) > min(KV_MAX_VALUE_SIZE, max_body):
+        return None
+    return PlainPut(key, int(raw_length))
+
+
+class HttpDate:
+    """The HTTP Date header value, formatted once per second."""
+
+    second = -1
+    text = b""
+
+    @classmethod
+    def now(cls) -> tuple[int, bytes]:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second, cls.text = second, formatdate(second, usegmt=True).encode()
+        return cls.second, cls.text
+
+
+def http_reply(status: int, body: bytes, content_type: bytes) -> bytes:
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nDate: %s\r\nServer: waypost\r\nContent-Length: %d\r\n\r\n"
+            % (status, HTTPStatus(status).phrase.encode(), content_type, HttpDate.now()[1], len(body))) + body
