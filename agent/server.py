@@ -114,16 +114,20 @@ class CatalogServer:
         asks this on every request): a single server, or the leader holding a fresh lease."""
         return self.single or self.raft.lease_ok()
 
+    def read_ready(self, mode: str) -> bool:
+        """A read in `mode` may be answered from this server's store right now, with no barrier:
+        "stale" always, a single server always, "leader" (default) on a leader holding a fresh
+        lease (shorter than the election timeout, it vouches for the store)."""
+        return mode == "stale" or self.single or (mode == "leader" and self.reads_locally())
+
     async def read_barrier(self, mode: str) -> None:
         """Call before answering a read in `mode` ("stale", "leader" or "consistent", as
-        `http.common.parse_consistency` returns): "stale" reads the local store at once;
-        "leader" (default) does too on a leader holding a fresh lease; otherwise, and always for
-        "consistent", a read-index round (a quorum confirms the leader) and this server applying
-        up to it come first. Raises `NoLeader` when no leader answers within the hold timeout."""
-        if mode == "stale" or self.single:
+        `http.common.parse_consistency` returns): nothing to wait for when `read_ready(mode)`;
+        otherwise, and always for "consistent" on a cluster, a read-index round (a quorum
+        confirms the leader) and this server applying up to it come first. Raises `NoLeader` when
+        no leader answers within the hold timeout."""
+        if self.read_ready(mode):
             return
-        if mode == "leader" and self.reads_locally():
-            return  # the leader's lease (shorter than the election timeout) vouches for its store
         # "consistent", or a default read on a follower / a leader without a fresh lease: a
         # read-index round through the leader, then wait until this server has applied up to it
         try:

@@ -1,4 +1,4 @@
-"""KV key rules, and the plain `PUT /v1/kv/<key>` the fast path may write itself (layer 4).
+"""KV key rules, and the plain KV requests the fast path may answer itself (layer 4).
 
 Contract:
 - `key_problem(key, raw_path)` is the one rule for a KV key taken from a URL: why it is refused
@@ -11,7 +11,11 @@ Contract:
   one `Content-Length` of at most `min(KV_MAX_VALUE_SIZE, max_body)` bytes, and no
   Transfer-Encoding, Expect, Upgrade or `Connection: close`. Anything else → None (aiohttp's
   handler answers it, errors and options included).
-- `http_reply(status, body, content_type)` is the whole HTTP/1.1 response the fast path writes.
+- `plain_kv_get(head)` returns `PlainGet(key, consistency)` for `GET /v1/kv/<key> HTTP/1.1` with
+  the same key rule, a query string that is empty, `consistent` or `stale` (consistency "leader",
+  "consistent", "stale"), and no body, Expect, Upgrade or `Connection: close`; else None.
+- `http_reply(status, body, content_type, extra)` is the whole HTTP/1.1 response the fast path
+  writes; `read_reply(...)` adds the headers every read answers with (as `read_headers`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from http import HTTPStatus
 
 KV_MAX_VALUE_SIZE = 512 * 1024  # Consul's limits.kv_max_value_size
 PUT_PREFIX = b"PUT /v1/kv/"
+GET_PREFIX = b"GET /v1/kv/"
 HTTP11 = b" HTTP/1.1"
+GET_CONSISTENCY = {b"": "leader", b"consistent": "consistent", b"stale": "stale"}
+BODY_HEADERS = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:")
 # pchar of RFC 3986 without '%' (so decoding is the identity), plus '/': aiohttp's key is the raw path
 KEY_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/")
 REFUSED_HEADERS = (b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:", b"\r\nconnection: close")
@@ -36,6 +43,12 @@ class PlainPut:
     length: int   # body bytes that follow the head
 
 
+@dataclass(frozen=True, slots=True)
+class PlainGet:
+    key: str
+    consistency: str   # "leader" (default), "consistent" or "stale"
+
+
 def key_problem(key: str, raw_path: str) -> str:
     if any(not ch.isprintable() for ch in key):
         return "Invalid key: contains unprintable characters"
@@ -44,20 +57,45 @@ def key_problem(key: str, raw_path: str) -> str:
     return ""
 
 
-def plain_kv_put(head: bytes, max_body: int) -> PlainPut | None:
+def _plain_key(raw_key: bytes) -> str:
+    """The key of a raw path that needs no decoding and passes `key_problem`, else ""."""
+    if not raw_key or not KEY_BYTES.issuperset(raw_key):
+        return ""   # also refuses a query string ('?') and percent-escapes
+    key = raw_key.decode("ascii")
+    return "" if key_problem(key, key) else key
+
+
+def _split(head: bytes, prefix: bytes) -> tuple[bytes, bytes] | None:
+    """(target after `prefix`, lower-cased headers) of an HTTP/1.1 request head starting with
+    `prefix` and free of the headers the fast path leaves to aiohttp; else None."""
     line_end = head.find(b"\r\n")
     line = head if line_end < 0 else head[:line_end]
-    if not line.startswith(PUT_PREFIX) or not line.endswith(HTTP11):
-        return None
-    raw_key = line[len(PUT_PREFIX):-len(HTTP11)]
-    if not raw_key or not KEY_BYTES.issuperset(raw_key):
-        return None   # also refuses a query string ('?') and percent-escapes
-    key = raw_key.decode("ascii")
-    if key_problem(key, key):
+    if not line.startswith(prefix) or not line.endswith(HTTP11):
         return None
     headers = head[line_end:].lower() if line_end >= 0 else b""
     if any(h in headers for h in REFUSED_HEADERS):
         return None
+    return line[len(prefix):-len(HTTP11)], headers
+
+
+def plain_kv_get(head: bytes) -> PlainGet | None:
+    split = _split(head, GET_PREFIX)
+    if split is None or any(h in split[1] for h in BODY_HEADERS):
+        return None
+    raw_key, _, query = split[0].partition(b"?")
+    consistency = GET_CONSISTENCY.get(query)
+    key = _plain_key(raw_key)
+    return PlainGet(key, consistency) if key and consistency else None
+
+
+def plain_kv_put(head: bytes, max_body: int) -> PlainPut | None:
+    split = _split(head, PUT_PREFIX)
+    if split is None:
+        return None
+    key = _plain_key(split[0])
+    if not key:
+        return None
+    headers = split[1]
     at = headers.find(CONTENT_LENGTH)
     if at < 0:
         return PlainPut(key, 0)
@@ -84,6 +122,17 @@ class HttpDate:
         return cls.second, cls.text
 
 
-def http_reply(status: int, body: bytes, content_type: bytes) -> bytes:
-    return (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nDate: %s\r\nServer: waypost\r\nContent-Length: %d\r\n\r\n"
-            % (status, HTTPStatus(status).phrase.encode(), content_type, HttpDate.now()[1], len(body))) + body
+def http_reply(status: int, body: bytes, content_type: bytes, extra: bytes = b"") -> bytes:
+    """`extra`: more header lines, each ending in CRLF."""
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%sDate: %s\r\nServer: waypost\r\nContent-Length: %d\r\n\r\n"
+            % (status, HTTPStatus(status).phrase.encode(), content_type, extra, HttpDate.now()[1], len(body))) + body
+
+
+def read_reply(body: bytes, index: int, known_leader: bool, last_contact_ms: int, consistency: str,
+               extra: bytes = b"") -> bytes:
+    """A 200 JSON read with X-Consul-Index (at least 1), -KnownLeader, -LastContact and
+    -Effective-Consistency, as `agent.http.common.read_headers` sends them."""
+    return http_reply(200, body, b"application/json", (
+        b"X-Consul-Index: %d\r\nX-Consul-KnownLeader: %s\r\nX-Consul-LastContact: %d\r\n"
+        b"X-Consul-Effective-Consistency: %s\r\n%s"
+    ) % (max(1, index), b"true" if known_leader else b"false", last_contact_ms, consistency.encode(), extra))

@@ -9,10 +9,14 @@ Contract:
   — `GET` over HTTP/1.1, no body, no `Connection: close`, no `?consistent`, the key in the cache,
   not a blocking wait (no `index`, or an `index` the data has already passed), this server
   allowed to read locally (single server, or leader with a fresh lease) — is answered straight
-  from the cache with the same headers `blocking_read` sends. A plain KV write
-  (`fastkv.plain_kv_put`) is proposed as the same `set` command the aiohttp handler proposes, and
-  answered `true`/`false`, or with the error's status and message (`statuses.status_of`); the
-  requests behind it on the connection wait until it is answered (replies stay in order).
+  from the cache with the same headers `blocking_read` sends. A plain KV read
+  (`fastkv.plain_kv_get`: one key, default, `?consistent` or `?stale`) is answered from the KV
+  table as `kv.get` answers it, after the same `read_barrier` when `read_ready` says one is due;
+  a missing key is left to aiohttp (its 404). A plain KV write (`fastkv.plain_kv_put`) is
+  proposed as the same `set` command the aiohttp handler proposes and answered `true`/`false`.
+  A failed barrier or write is answered with the error's status and message
+  (`statuses.status_of`). While one is in flight the requests behind it wait (replies stay in
+  order); more than `PAUSE_BUFFERED` bytes behind it stop the socket being read.
   Anything else hands the connection, with every byte not yet answered, to aiohttp's protocol for
   the rest of its life, so every other behaviour (errors, blocking waits, other writes) stays
   aiohttp's.
@@ -22,14 +26,15 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 from agent.catalog.commands import KVCommand, KVOp
-from agent.http.fastkv import HttpDate, PlainPut, http_reply, plain_kv_put
+from agent.http.fastkv import HttpDate, PlainGet, http_reply, plain_kv_get, plain_kv_put, read_reply
 from agent.http.statuses import status_of
 
 log = logging.getLogger("waypost.http")
@@ -37,6 +42,10 @@ IDLE_SECONDS = 75.0
 MAX_HEAD = 16 * 1024
 PAUSE_BUFFERED = 1 << 20  # bytes read ahead behind a pending write before the socket stops being read
 JSON, TEXT = b"application/json", b"text/plain; charset=utf-8"
+
+
+def written(ok: object) -> bytes:
+    return http_reply(200, b"true" if ok else b"false", JSON)
 BLOCKING_PREFIXES = ("index=", "wait=")
 HANDOFF_HEADERS = (b"content-length", b"transfer-encoding", b"connection: close", b"upgrade", b"expect")
 
@@ -89,18 +98,27 @@ class ReadCache:
 
 
 def build_response(entry: CachedRead, leader: bool, last_contact_ms: int) -> bytes:
-    second, date = HttpDate.now()
+    second, _ = HttpDate.now()
     if entry.response_date == second and entry.response:
         return entry.response
-    head = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-        b"X-Consul-Index: %d\r\nX-Consul-KnownLeader: %s\r\nX-Consul-LastContact: %d\r\n"
-        b"X-Consul-Effective-Consistency: %s\r\nX-Consul-Query-Backend: blocking-query\r\n"
-        b"Date: %s\r\nServer: waypost\r\nContent-Length: %d\r\n\r\n"
-    ) % (max(1, entry.index), b"true" if leader else b"false", last_contact_ms,
-         entry.consistency.encode(), date, len(entry.body))
-    entry.response, entry.response_date = head + entry.body, second
+    entry.response = read_reply(entry.body, entry.index, leader, last_contact_ms, entry.consistency,
+                                b"X-Consul-Query-Backend: blocking-query\r\n")
+    entry.response_date = second
     return entry.response
+
+
+def failure_reply(done: asyncio.Future[object]) -> bytes | None:
+    """The answer for a fast request whose work failed (None when it succeeded)."""
+    if done.cancelled():
+        return http_reply(503, b"Service unavailable: the agent is stopping", TEXT)
+    error = done.exception()
+    if error is None:
+        return None
+    status = status_of(error)
+    if status is not None:
+        return http_reply(status, str(error).encode(), TEXT)
+    log.error("internal error serving a fast-path request", exc_info=error)
+    return http_reply(500, b"Internal error", TEXT)
 
 
 class FastPathServer:
@@ -109,11 +127,11 @@ class FastPathServer:
     def __init__(self, cache: ReadCache, catalog: object, fallback: Callable[[], asyncio.Protocol],
                  max_body_bytes: int) -> None:
         self.cache = cache
-        self.catalog = catalog  # CatalogServer: store, reads_locally(), apply()
+        self.catalog = catalog  # CatalogServer: store, fsm, reads_locally(), read_ready(), read_barrier(), apply()
         self.fallback = fallback
         self.max_body_bytes = max_body_bytes  # aiohttp's client_max_size: larger bodies are its to refuse
         self.connections: set[FastPathProtocol] = set()
-        self.writes: set[asyncio.Future[object]] = set()
+        self.pending: set[asyncio.Future[object]] = set()   # writes and read barriers in flight
         self.served = 0
 
     def __call__(self) -> FastPathProtocol:
@@ -136,7 +154,7 @@ class FastPathProtocol(asyncio.Protocol):
         self._owner = owner
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
-        self._writing = False      # a KV write of this connection awaits its answer
+        self._waiting = False      # a request of this connection awaits a write or a read barrier
         self._read_paused = False
         self.last_seen = time.monotonic()
 
@@ -163,7 +181,7 @@ class FastPathProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
         self._buffer = self._buffer + data if self._buffer else data
-        if not self._writing:
+        if not self._waiting:
             self._serve_buffered()
         elif len(self._buffer) > PAUSE_BUFFERED and self._transport is not None:
             self._transport.pause_reading()
@@ -179,16 +197,24 @@ class FastPathProtocol(asyncio.Protocol):
                 else:
                     self._buffer = buffer
                 return
-            put = plain_kv_put(buffer[:end], self._owner.max_body_bytes)
+            head = buffer[:end]
+            put = plain_kv_put(head, self._owner.max_body_bytes)
             if put is not None:
                 body_end = end + 4 + put.length
                 if len(buffer) < body_end:
                     self._buffer = buffer  # wait for the rest of the body
                     return
                 self._buffer = buffer[body_end:]
-                self._write(put, buffer[end + 4:body_end])
+                command = KVCommand(KVOp("set", put.key, buffer[end + 4:body_end], 0))
+                self._after(self._owner.catalog.apply(command), written, buffer[:body_end])  # type: ignore[attr-defined]
                 return
-            response = self._answer(buffer[:end])
+            get = plain_kv_get(head)
+            if get is not None and not self._owner.catalog.read_ready(get.consistency):  # type: ignore[attr-defined]
+                self._buffer = buffer[end + 4:]
+                self._after(self._owner.catalog.read_barrier(get.consistency),  # type: ignore[attr-defined]
+                            lambda _, get=get: self._kv_read(get), buffer[:end + 4])
+                return
+            response = self._kv_read(get) if get is not None else self._answer(head)
             if response is None:
                 self._hand_off(buffer)
                 return
@@ -228,28 +254,36 @@ class FastPathProtocol(asyncio.Protocol):
             entry.response = b""
         return build_response(entry, True, 0)  # a local read here means leader, contact 0
 
-    def _write(self, put: PlainPut, value: bytes) -> None:
-        self._writing = True
-        write = asyncio.ensure_future(self._owner.catalog.apply(  # type: ignore[attr-defined]
-            KVCommand(KVOp("set", put.key, value, 0))))
-        self._owner.writes.add(write)
-        write.add_done_callback(self._written)
+    def _kv_read(self, get: PlainGet) -> bytes | None:
+        """One KV entry as aiohttp's handler answers it; None (aiohttp answers) for a missing key."""
+        catalog = self._owner.catalog
+        index, entry = catalog.fsm.kv.get(get.key)  # type: ignore[attr-defined]
+        if entry is None:
+            return None
+        return read_reply(json.dumps([entry.to_api()], separators=(",", ":")).encode(), index,
+                          catalog.known_leader(), catalog.last_contact_ms(), get.consistency)  # type: ignore[attr-defined]
 
-    def _written(self, write: asyncio.Future[object]) -> None:
-        self._owner.writes.discard(write)
-        self._writing = False
-        error = None if write.cancelled() else write.exception()
-        if write.cancelled():
-            reply = http_reply(503, b"Service unavailable: the agent is stopping", TEXT)
-        elif error is None:
-            reply = http_reply(200, b"true" if write.result() else b"false", JSON)
-        elif (status := status_of(error)) is not None:
-            reply = http_reply(status, str(error).encode(), TEXT)
-        else:
-            log.error("internal error serving a KV write", exc_info=error)
-            reply = http_reply(500, b"Internal error", TEXT)
+    def _after(self, work: Coroutine[object, object, object], answer: Callable[[object], bytes | None],
+               request: bytes) -> None:
+        """Answer `request` once `work` is done with `answer(result)`, or, when that is None, hand
+        it to aiohttp; the requests behind it wait, so replies stay in order."""
+        self._waiting = True
+        done = asyncio.ensure_future(work)
+        self._owner.pending.add(done)
+        done.add_done_callback(lambda _: self._answer_after(done, answer, request))
+
+    def _answer_after(self, done: asyncio.Future[object], answer: Callable[[object], bytes | None],
+                      request: bytes) -> None:
+        self._owner.pending.discard(done)
+        self._waiting = False
         if self._transport is None:
-            return  # the client went away; the write itself stands
+            return  # the client went away; a write stands all the same
+        reply = failure_reply(done)
+        if reply is None:
+            reply = answer(done.result())
+            if reply is None:
+                self._hand_off(request + self._buffer)
+                return
         self._transport.write(reply)
         self._owner.served += 1
         if self._read_paused:

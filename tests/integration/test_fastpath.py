@@ -119,3 +119,21 @@ def test_a_body_sent_in_pieces_and_refused_writes_change_nothing(dev_agent: Agen
     assert b"'..'" in replies[0][1]
     assert dev_agent.get("/v1/kv/pieces/k?raw").body == b"x" * 5000
     assert dev_agent.get("/v1/kv/pieces/big").status == 404
+
+
+def test_a_plain_kv_read_answers_what_aiohttp_answers(dev_agent: AgentProcess) -> None:
+    dev_agent.put("/v1/kv/fastread/k", raw=b"value")
+    for fast_query, slow_query in (("", "?cached="), ("?stale", "?stale="), ("?consistent", "?consistent=")):
+        slow = dev_agent.get(f"/v1/kv/fastread/k{slow_query}")  # not a form the fast path takes
+        served = fast_served(dev_agent)
+        (headers, body), = exchange(dev_agent.http_port, get(f"/v1/kv/fastread/k{fast_query}"), 1)
+        assert fast_served(dev_agent) == served + 1
+        assert (headers["status"], body) == ("200", slow.body)
+        for name in ("Content-Type", "X-Consul-Index", "X-Consul-KnownLeader", "X-Consul-LastContact",
+                     "X-Consul-Effective-Consistency"):
+            assert headers[name.lower()] == slow.headers[name], (fast_query, name)
+    # a missing key: aiohttp's 404, on the same connection as fast answers
+    replies = exchange(dev_agent.http_port, get("/v1/kv/fastread/k") + get("/v1/kv/fastread/none")
+                       + get("/v1/kv/fastread/k"), 3)
+    assert [h["status"] for h, _ in replies] == ["200", "404", "200"]
+    assert replies[1][0]["x-consul-index"] == dev_agent.get("/v1/kv/fastread/none").headers["X-Consul-Index"]

@@ -1,5 +1,6 @@
-"""The fast path's KV writes (agent.http.fastpath.FastPathProtocol) against a fake catalog: the
-proposed command, the answer for each outcome, replies kept in request order, the hand-off after."""
+"""The fast path's KV writes and reads (agent.http.fastpath.FastPathProtocol) against a fake
+catalog: the proposed command, the read barrier, the answer for each outcome, replies kept in
+request order, the hand-off after."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import pytest
 
 from agent.catalog.commands import KVCommand
+from agent.catalog.kv import KVEntry
 from agent.errors import NoLeader
 from agent.http.fastpath import FastPathServer, ReadCache
 
@@ -34,13 +36,39 @@ class FakeSocket(asyncio.Transport):
         self.protocol = protocol
 
 
+class FakeKV:
+    def __init__(self) -> None:
+        self.entries: dict[str, KVEntry] = {}
+
+    def get(self, key: str) -> tuple[int, KVEntry | None]:
+        entry = self.entries.get(key)
+        return (entry.modify_index if entry else 3), entry
+
+
 class FakeCatalog:
     def __init__(self) -> None:
         self.proposed: list[KVCommand] = []
         self.outcomes: list[asyncio.Future[object]] = []
+        self.barriers: list[asyncio.Future[None]] = []
+        self.fsm = type("FSM", (), {"kv": FakeKV()})()
+        self.lease = True
 
     def reads_locally(self) -> bool:
+        return self.lease
+
+    def read_ready(self, mode: str) -> bool:
+        return mode == "stale" or (mode == "leader" and self.lease)
+
+    async def read_barrier(self, mode: str) -> None:
+        barrier: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.barriers.append(barrier)
+        await barrier
+
+    def known_leader(self) -> bool:
         return True
+
+    def last_contact_ms(self) -> int:
+        return 0
 
     async def apply(self, command: KVCommand) -> object:
         self.proposed.append(command)
@@ -106,7 +134,7 @@ async def test_each_outcome_gets_its_answer_in_request_order(connection) -> None
                                  (500, b"Internal error")]
     assert b"Traceback" not in sock.sent and b"boom" not in sock.sent
     assert Fallback.received == b"GET /v1/agent/self HTTP/1.1\r\n\r\n"  # handed off once the writes were answered
-    assert server.served == 4 and not server.writes
+    assert server.served == 4 and not server.pending
 
 
 async def test_a_body_arriving_in_pieces_is_written_once_complete(connection) -> None:
@@ -142,4 +170,56 @@ async def test_a_client_gone_before_the_answer_leaves_the_write_standing(connect
     protocol.connection_lost(None)
     catalog.outcomes[0].set_result(True)
     await settle()
-    assert sock.sent == b"" and not server.writes and len(catalog.proposed) == 1
+    assert sock.sent == b"" and not server.pending and len(catalog.proposed) == 1
+
+
+def get(target: str) -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+def header(reply: bytes, name: bytes) -> bytes:
+    for line in reply.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        if line.lower().startswith(name.lower() + b":"):
+            return line.partition(b":")[2].strip()
+    return b""
+
+
+async def test_kv_reads_wait_for_their_barrier_and_answer_in_order(connection) -> None:
+    catalog, server, protocol, sock = connection
+    catalog.fsm.kv.entries["cfg/a"] = KVEntry("cfg/a", b"hello", 0, create_index=5, modify_index=7)
+    Fallback.received = b""
+    protocol.data_received(get("/v1/kv/cfg/a") + get("/v1/kv/cfg/a?consistent") + get("/v1/kv/cfg/a?stale")
+                           + get("/v1/kv/cfg/a?consistent") + get("/v1/kv/cfg/missing?consistent"))
+    await settle()
+    assert bodies(sock.sent) == [(200, b'[{"LockIndex":0,"Key":"cfg/a","Flags":0,"Value":"aGVsbG8=",'
+                                       b'"CreateIndex":5,"ModifyIndex":7}]')]   # default: the lease vouches
+    assert header(sock.sent, b"X-Consul-Effective-Consistency") == b"leader"
+    assert header(sock.sent, b"X-Consul-Index") == b"7" and header(sock.sent, b"X-Consul-KnownLeader") == b"true"
+    assert len(catalog.barriers) == 1                     # ?consistent waits for its read-index round
+    catalog.fsm.kv.entries["cfg/a"] = KVEntry("cfg/a", b"newer", 0, create_index=5, modify_index=9)
+    catalog.barriers[0].set_result(None)
+    await settle()
+    replies = sock.sent.split(b"HTTP/1.1 ")[1:]
+    assert len(replies) == 3 and b'"ModifyIndex":9' in replies[1] and b'"ModifyIndex":9' in replies[2]
+    assert [header(b"HTTP/1.1 " + r, b"X-Consul-Effective-Consistency") for r in replies] == [
+        b"leader", b"consistent", b"stale"]
+    catalog.barriers[1].set_exception(NoLeader("No cluster leader"))
+    await settle()
+    assert bodies(sock.sent)[-1] == (500, b"No cluster leader")
+    catalog.barriers[2].set_result(None)
+    await settle()
+    assert Fallback.received == get("/v1/kv/cfg/missing?consistent")  # aiohttp answers the 404
+    assert server.served == 4 and not server.pending
+
+
+async def test_a_default_read_without_a_fresh_lease_takes_a_barrier(connection) -> None:
+    catalog, _, protocol, sock = connection
+    catalog.lease = False
+    catalog.fsm.kv.entries["k"] = KVEntry("k", b"", 0, create_index=2, modify_index=2)
+    protocol.data_received(get("/v1/kv/k"))
+    await settle()
+    assert sock.sent == b"" and len(catalog.barriers) == 1
+    catalog.barriers[0].set_result(None)
+    await settle()
+    assert bodies(sock.sent) == [(200, b'[{"LockIndex":0,"Key":"k","Flags":0,"Value":null,'
+                                       b'"CreateIndex":2,"ModifyIndex":2}]')]
