@@ -274,7 +274,7 @@ class Agent:
         install_ops(app, self.metrics, self.logs.hub if self.logs else None)
         factory = await self._http_protocol_factory(app)
         if self.server is not None:  # the fast path owns each connection first, hands it to aiohttp when needed
-            fast = FastPathServer(ctx.responses, self.server, factory,  # type: ignore[arg-type]
+            fast = FastPathServer(ctx.responses, self.server, factory,
                                   self.config.http_config.max_request_body_bytes)
             self._stack.callback(fast.close_all)
             self._tasks.append(self._group.create_task(fast.sweep_idle(), name="http-idle-sweeper"))

@@ -32,6 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from agent.catalog.commands import KVCommand, KVOp
 from agent.http.fastkv import HttpDate, PlainGet, http_reply, plain_kv_get, plain_kv_put, read_reply
@@ -121,13 +122,27 @@ def failure_reply(done: asyncio.Future[object]) -> bytes | None:
     return http_reply(500, b"Internal error", TEXT)
 
 
+class Catalog(Protocol):
+    """What the fast path uses of `agent.server.CatalogServer` (not imported: it sits above us)."""
+
+    store: Any
+    fsm: Any
+
+    def reads_locally(self) -> bool: ...
+    def read_ready(self, mode: str) -> bool: ...
+    def read_barrier(self, mode: str) -> Coroutine[object, object, None]: ...
+    def apply(self, command: Any) -> Coroutine[object, object, object]: ...
+    def known_leader(self) -> bool: ...
+    def last_contact_ms(self) -> int: ...
+
+
 class FastPathServer:
     """Creates `FastPathProtocol`s and closes the idle ones."""
 
-    def __init__(self, cache: ReadCache, catalog: object, fallback: Callable[[], asyncio.Protocol],
+    def __init__(self, cache: ReadCache, catalog: Catalog, fallback: Callable[[], asyncio.Protocol],
                  max_body_bytes: int) -> None:
         self.cache = cache
-        self.catalog = catalog  # CatalogServer: store, fsm, reads_locally(), read_ready(), read_barrier(), apply()
+        self.catalog = catalog
         self.fallback = fallback
         self.max_body_bytes = max_body_bytes  # aiohttp's client_max_size: larger bodies are its to refuse
         self.connections: set[FastPathProtocol] = set()
@@ -206,12 +221,12 @@ class FastPathProtocol(asyncio.Protocol):
                     return
                 self._buffer = buffer[body_end:]
                 command = KVCommand(KVOp("set", put.key, buffer[end + 4:body_end], 0))
-                self._after(self._owner.catalog.apply(command), written, buffer[:body_end])  # type: ignore[attr-defined]
+                self._after(self._owner.catalog.apply(command), written, buffer[:body_end])
                 return
             get = plain_kv_get(head)
-            if get is not None and not self._owner.catalog.read_ready(get.consistency):  # type: ignore[attr-defined]
+            if get is not None and not self._owner.catalog.read_ready(get.consistency):
                 self._buffer = buffer[end + 4:]
-                self._after(self._owner.catalog.read_barrier(get.consistency),  # type: ignore[attr-defined]
+                self._after(self._owner.catalog.read_barrier(get.consistency),
                             lambda _, get=get: self._kv_read(get), buffer[:end + 4])
                 return
             response = self._kv_read(get) if get is not None else self._answer(head)
@@ -241,9 +256,9 @@ class FastPathProtocol(asyncio.Protocol):
         if entry is None:
             return None
         catalog = self._owner.catalog
-        if not catalog.reads_locally():  # type: ignore[attr-defined]
+        if not catalog.reads_locally():
             return None  # a follower, or a leader without a fresh lease: the barrier path answers
-        current = catalog.store.index_of(*entry.keys)  # type: ignore[attr-defined]
+        current = catalog.store.index_of(*entry.keys)
         if raw_index and (not raw_index.isdigit() or int(raw_index) >= current):
             return None  # a real wait (or a bad index): aiohttp's blocking path answers
         if entry.index != current:
@@ -257,11 +272,11 @@ class FastPathProtocol(asyncio.Protocol):
     def _kv_read(self, get: PlainGet) -> bytes | None:
         """One KV entry as aiohttp's handler answers it; None (aiohttp answers) for a missing key."""
         catalog = self._owner.catalog
-        index, entry = catalog.fsm.kv.get(get.key)  # type: ignore[attr-defined]
+        index, entry = catalog.fsm.kv.get(get.key)
         if entry is None:
             return None
         return read_reply(json.dumps([entry.to_api()], separators=(",", ":")).encode(), index,
-                          catalog.known_leader(), catalog.last_contact_ms(), get.consistency)  # type: ignore[attr-defined]
+                          catalog.known_leader(), catalog.last_contact_ms(), get.consistency)
 
     def _after(self, work: Coroutine[object, object, object], answer: Callable[[object], bytes | None],
                request: bytes) -> None:
@@ -278,6 +293,9 @@ class FastPathProtocol(asyncio.Protocol):
         self._waiting = False
         if self._transport is None:
             return  # the client went away; a write stands all the same
+        if self._read_paused:
+            self._read_paused = False
+            self._transport.resume_reading()
         reply = failure_reply(done)
         if reply is None:
             reply = answer(done.result())
@@ -286,9 +304,6 @@ class FastPathProtocol(asyncio.Protocol):
                 return
         self._transport.write(reply)
         self._owner.served += 1
-        if self._read_paused:
-            self._read_paused = False
-            self._transport.resume_reading()
         self._serve_buffered()
 
     def _hand_off(self, pending: bytes) -> None:
