@@ -13,7 +13,6 @@ Contract:
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable, Iterable
 
 from aiohttp import web
@@ -21,12 +20,9 @@ from aiohttp import web
 from agent.errors import BadRequest, PayloadTooLarge
 from agent.filter import apply_filter as filter_items
 from agent.filter import compile_filter
+from agent.http.blocking import blocking_params, jittered
 from agent.http.fastpath import CachedRead, read_key
-from checks.definition import DurationError, parse_duration
 
-DEFAULT_WAIT = 300.0
-MAX_WAIT = 600.0
-JITTER_FRACTION = 16
 BLOCKING_PARAMS = frozenset({"index", "wait"})
 JSON_TYPE = "application/json"
 
@@ -44,22 +40,7 @@ def query_flag(request: web.Request, name: str) -> bool:
 
 
 def parse_blocking(request: web.Request) -> tuple[int, float]:
-    raw_index = request.query.get("index", "")
-    index = 0
-    if raw_index:
-        if not raw_index.isdigit() or len(raw_index) > 20:
-            raise BadRequest("Invalid index")
-        index = int(raw_index)
-    wait = DEFAULT_WAIT
-    if "wait" in request.query:
-        try:
-            wait = parse_duration(request.query["wait"])
-        except DurationError as exc:
-            raise BadRequest("Invalid wait time") from exc
-        if wait < 0:
-            raise BadRequest("Invalid wait time")
-        wait = min(wait, MAX_WAIT)
-    return index, wait
+    return blocking_params(request.query.get("index"), request.query.get("wait"))
 
 
 def parse_consistency(request: web.Request) -> str:
@@ -144,8 +125,7 @@ async def blocking_read(request: web.Request, keys: Iterable[str],
         compile_filter(request.query["filter"])  # a syntax error is a 400 now, not after the wait
     server = ctx.server
     if index > 0:
-        wait += random.uniform(0, wait / JITTER_FRACTION)
-        await server.wait_for_change(keys, index, wait)
+        await server.wait_for_change(keys, index, jittered(wait))
     key, _ = read_key(request.rel_url.raw_path, request.rel_url.raw_query_string)
     current = server.store.index_of(*keys)
     entry = ctx.responses.get(key)

@@ -17,7 +17,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 
 from aiohttp import web
@@ -25,8 +24,9 @@ from aiohttp import web
 from agent.errors import BadRequest
 from agent.events import UserEvent, event_index, local_view, validate
 from agent.http.app import CONTEXT
+from agent.http.blocking import jittered
 from agent.http.catalog import _check_dc
-from agent.http.common import JITTER_FRACTION, json_response, parse_blocking
+from agent.http.common import json_response, parse_blocking
 
 
 async def fire(request: web.Request) -> web.Response:
@@ -52,7 +52,7 @@ async def list_events(request: web.Request) -> web.Response:
     wanted, wait = parse_blocking(request)
     ring = ctx.events
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait + random.uniform(0, wait / JITTER_FRACTION)
+    deadline = loop.time() + jittered(wait)
     added = asyncio.Event()
     while True:
         events = ring.list(name)

@@ -11,9 +11,11 @@ Contract:
   one `Content-Length` of at most `min(KV_MAX_VALUE_SIZE, max_body)` bytes, and no
   Transfer-Encoding, Expect, Upgrade or `Connection: close`. Anything else → None (aiohttp's
   handler answers it, errors and options included).
-- `plain_kv_get(head)` returns `PlainGet(key, consistency)` for `GET /v1/kv/<key> HTTP/1.1` with
-  the same key rule, a query string that is empty, `consistent` or `stale` (consistency "leader",
-  "consistent", "stale"), and no body, Expect, Upgrade or `Connection: close`; else None.
+- `plain_kv_get(head)` returns `PlainGet(key, consistency, index, wait)` for `GET /v1/kv/<key>
+  HTTP/1.1` with the same key rule, a query string made only of a bare `consistent` or `stale`
+  (consistency "consistent", "stale"; "leader" without either), `index=N` and `wait=DURATION`
+  (`blocking.blocking_params`; each at most once), and no body, Expect, Upgrade or
+  `Connection: close`; else None (aiohttp answers it, a 400 for a bad index or wait included).
 - `http_reply(status, body, content_type, extra)` is the whole HTTP/1.1 response the fast path
   writes; `read_reply(...)` adds the headers every read answers with (as `read_headers`).
 """
@@ -25,11 +27,14 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 
+from agent.errors import BadRequest
+from agent.http.blocking import blocking_params
+
 KV_MAX_VALUE_SIZE = 512 * 1024  # Consul's limits.kv_max_value_size
 PUT_PREFIX = b"PUT /v1/kv/"
 GET_PREFIX = b"GET /v1/kv/"
 HTTP11 = b" HTTP/1.1"
-GET_CONSISTENCY = {b"": "leader", b"consistent": "consistent", b"stale": "stale"}
+GET_PARAMS = (b"index", b"wait", b"consistent", b"stale")
 BODY_HEADERS = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:")
 # pchar of RFC 3986 without '%' (so decoding is the identity), plus '/': aiohttp's key is the raw path
 KEY_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/")
@@ -47,6 +52,8 @@ class PlainPut:
 class PlainGet:
     key: str
     consistency: str   # "leader" (default), "consistent" or "stale"
+    index: int = 0     # a blocking query waits until the key's index passes this
+    wait: float = 0.0  # for at most this long (before jitter)
 
 
 def key_problem(key: str, raw_path: str) -> str:
@@ -83,9 +90,21 @@ def plain_kv_get(head: bytes) -> PlainGet | None:
     if split is None or any(h in split[1] for h in BODY_HEADERS):
         return None
     raw_key, _, query = split[0].partition(b"?")
-    consistency = GET_CONSISTENCY.get(query)
     key = _plain_key(raw_key)
-    return PlainGet(key, consistency) if key and consistency else None
+    params: dict[bytes, str] = {}
+    for part in query.split(b"&") if query else ():
+        name, eq, value = part.partition(b"=")
+        if name not in GET_PARAMS or name in params or (eq and name in (b"consistent", b"stale")):
+            return None
+        params[name] = value.decode("latin-1")
+    if not key or (b"consistent" in params and b"stale" in params):
+        return None
+    try:
+        index, wait = blocking_params(params.get(b"index"), params.get(b"wait"))
+    except BadRequest:
+        return None
+    consistency = "consistent" if b"consistent" in params else "stale" if b"stale" in params else "leader"
+    return PlainGet(key, consistency, index, wait)
 
 
 def plain_kv_put(head: bytes, max_body: int) -> PlainPut | None:
@@ -123,16 +142,18 @@ class HttpDate:
 
 
 def http_reply(status: int, body: bytes, content_type: bytes, extra: bytes = b"") -> bytes:
-    """`extra`: more header lines, each ending in CRLF."""
-    return (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%sDate: %s\r\nServer: waypost\r\nContent-Length: %d\r\n\r\n"
-            % (status, HTTPStatus(status).phrase.encode(), content_type, extra, HttpDate.now()[1], len(body))) + body
+    """`content_type` b"": no such header; `extra`: more header lines, each ending in CRLF."""
+    typed = b"Content-Type: %s\r\n" % content_type if content_type else b""
+    return (b"HTTP/1.1 %d %s\r\n%s%sDate: %s\r\nServer: waypost\r\nContent-Length: %d\r\n\r\n"
+            % (status, HTTPStatus(status).phrase.encode(), typed, extra, HttpDate.now()[1], len(body))) + body
 
 
 def read_reply(body: bytes, index: int, known_leader: bool, last_contact_ms: int, consistency: str,
-               extra: bytes = b"") -> bytes:
-    """A 200 JSON read with X-Consul-Index (at least 1), -KnownLeader, -LastContact and
-    -Effective-Consistency, as `agent.http.common.read_headers` sends them."""
-    return http_reply(200, body, b"application/json", (
+               extra: bytes = b"", status: int = 200) -> bytes:
+    """A JSON read (or a 404 with neither body nor Content-Type, as aiohttp and Consul send it) with
+    X-Consul-Index (at least 1), -KnownLeader, -LastContact and -Effective-Consistency, as
+    `agent.http.common.read_headers` sends them."""
+    return http_reply(status, body, b"application/json" if status == 200 else b"", (
         b"X-Consul-Index: %d\r\nX-Consul-KnownLeader: %s\r\nX-Consul-LastContact: %d\r\n"
         b"X-Consul-Effective-Consistency: %s\r\n%s"
     ) % (max(1, index), b"true" if known_leader else b"false", last_contact_ms, consistency.encode(), extra))

@@ -10,9 +10,11 @@ Contract:
   not a blocking wait (no `index`, or an `index` the data has already passed), this server
   allowed to read locally (single server, or leader with a fresh lease) — is answered straight
   from the cache with the same headers `blocking_read` sends. A plain KV read
-  (`fastkv.plain_kv_get`: one key, default, `?consistent` or `?stale`) is answered from the KV
-  table as `kv.get` answers it, after the same `read_barrier` when `read_ready` says one is due;
-  a missing key is left to aiohttp (its 404). A plain KV write (`fastkv.plain_kv_put`) is
+  (`fastkv.plain_kv_get`: one key; default, `?consistent` or `?stale`; `index`/`wait`) is
+  answered from the KV table as `kv.get` answers it (a missing key: 404), after what
+  `kvwait.table_read` waits for: `read_barrier` unless `read_ready`, then a blocking query parks
+  on the key's watch until its index passes `index` or the jittered wait ends; a parked read is
+  dropped when its client goes away. A plain KV write (`fastkv.plain_kv_put`) is
   proposed as the same `set` command the aiohttp handler proposes and answered `true`/`false`.
   A failed barrier or write is answered with the error's status and message
   (`statuses.status_of`). While one is in flight the requests behind it wait (replies stay in
@@ -20,7 +22,8 @@ Contract:
   Anything else hands the connection, with every byte not yet answered, to aiohttp's protocol for
   the rest of its life, so every other behaviour (errors, blocking waits, other writes) stays
   aiohttp's.
-- Idle fast connections are closed after `IDLE_SECONDS`, like aiohttp's keep-alive timeout.
+- Idle fast connections (nothing in flight) are closed after `IDLE_SECONDS`, like aiohttp's
+  keep-alive timeout.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.catalog.commands import KVCommand, KVOp
+from agent.http.blocking import jittered
 from agent.http.fastkv import HttpDate, PlainGet, http_reply, plain_kv_get, plain_kv_put, read_reply
 from agent.http.statuses import status_of
+from agent.server import wait_for_index
 
 log = logging.getLogger("waypost.http")
 IDLE_SECONDS = 75.0
@@ -123,7 +128,7 @@ def failure_reply(done: asyncio.Future[object]) -> bytes | None:
 
 
 class Catalog(Protocol):
-    """What the fast path uses of `agent.server.CatalogServer` (not imported: it sits above us)."""
+    """What the fast path uses of `agent.server.CatalogServer` (unit tests pass a fake)."""
 
     store: Any
     fsm: Any
@@ -155,9 +160,14 @@ class FastPathServer:
     async def sweep_idle(self) -> None:
         while True:
             await asyncio.sleep(IDLE_SECONDS / 3)
-            cutoff = time.monotonic() - IDLE_SECONDS
-            for conn in [c for c in self.connections if c.last_seen < cutoff]:
-                conn.close()
+            self.close_idle(time.monotonic())
+
+    def close_idle(self, now: float) -> None:
+        """Close the connections silent for `IDLE_SECONDS` with nothing in flight (a parked
+        blocking query may wait 10 minutes)."""
+        cutoff = now - IDLE_SECONDS
+        for conn in [c for c in self.connections if c.last_seen < cutoff and not c.busy]:
+            conn.close()
 
     def close_all(self) -> None:
         for conn in list(self.connections):
@@ -170,6 +180,7 @@ class FastPathProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
         self._waiting = False      # a request of this connection awaits a write or a read barrier
+        self._parked_read: asyncio.Future[object] | None = None
         self._read_paused = False
         self.last_seen = time.monotonic()
 
@@ -177,9 +188,15 @@ class FastPathProtocol(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
         self._owner.connections.add(self)
 
+    @property
+    def busy(self) -> bool:
+        return self._waiting
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner.connections.discard(self)
         self._transport = None
+        if self._parked_read is not None:
+            self._parked_read.cancel()
 
     def pause_writing(self) -> None:
         if self._transport is not None:
@@ -224,10 +241,10 @@ class FastPathProtocol(asyncio.Protocol):
                 self._after(self._owner.catalog.apply(command), written, buffer[:body_end])
                 return
             get = plain_kv_get(head)
-            if get is not None and not self._owner.catalog.read_ready(get.consistency):
+            if get is not None and (get.index or not self._owner.catalog.read_ready(get.consistency)):
                 self._buffer = buffer[end + 4:]
-                self._after(self._owner.catalog.read_barrier(get.consistency),
-                            lambda _, get=get: self._kv_read(get), buffer[:end + 4])
+                self._after(self._kv_wait(get), lambda _, get=get: self._kv_read(get), buffer[:end + 4],
+                            read=True)
                 return
             response = self._kv_read(get) if get is not None else self._answer(head)
             if response is None:
@@ -269,28 +286,38 @@ class FastPathProtocol(asyncio.Protocol):
             entry.response = b""
         return build_response(entry, True, 0)  # a local read here means leader, contact 0
 
-    def _kv_read(self, get: PlainGet) -> bytes | None:
-        """One KV entry as aiohttp's handler answers it; None (aiohttp answers) for a missing key."""
+    async def _kv_wait(self, get: PlainGet) -> None:
+        """What `kvwait.table_read` waits for before it reads: the barrier, then the key's index."""
+        catalog = self._owner.catalog
+        await catalog.read_barrier(get.consistency)
+        await wait_for_index(lambda: catalog.fsm.kv.get(get.key)[0],
+                             lambda wake: catalog.fsm.kv.watch(wake, keys=[get.key]), get.index, jittered(get.wait))
+
+    def _kv_read(self, get: PlainGet) -> bytes:
+        """One KV entry (or its absence: 404, empty body) as aiohttp's handler answers it."""
         catalog = self._owner.catalog
         index, entry = catalog.fsm.kv.get(get.key)
-        if entry is None:
-            return None
-        return read_reply(json.dumps([entry.to_api()], separators=(",", ":")).encode(), index,
-                          catalog.known_leader(), catalog.last_contact_ms(), get.consistency)
+        body = b"" if entry is None else json.dumps([entry.to_api()], separators=(",", ":")).encode()
+        return read_reply(body, index, catalog.known_leader(), catalog.last_contact_ms(), get.consistency,
+                          status=200 if entry is not None else 404)
 
     def _after(self, work: Coroutine[object, object, object], answer: Callable[[object], bytes | None],
-               request: bytes) -> None:
+               request: bytes, *, read: bool = False) -> None:
         """Answer `request` once `work` is done with `answer(result)`, or, when that is None, hand
-        it to aiohttp; the requests behind it wait, so replies stay in order."""
+        it to aiohttp; the requests behind it wait, so replies stay in order. A `read` is
+        abandoned when the client goes away (a parked blocking query holds nothing then)."""
         self._waiting = True
         done = asyncio.ensure_future(work)
         self._owner.pending.add(done)
+        self._parked_read = done if read else None
         done.add_done_callback(lambda _: self._answer_after(done, answer, request))
 
     def _answer_after(self, done: asyncio.Future[object], answer: Callable[[object], bytes | None],
                       request: bytes) -> None:
         self._owner.pending.discard(done)
         self._waiting = False
+        self._parked_read = None
+        self.last_seen = time.monotonic()  # idle from the answer on, not from the request
         if self._transport is None:
             return  # the client went away; a write stands all the same
         if self._read_paused:

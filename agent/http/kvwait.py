@@ -11,14 +11,14 @@ params (`stale`, `consistent`, `cached`) are validated like every other read.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
 from aiohttp import web
 
 from agent.catalog.watch import WatchHandle
 from agent.http.app import CONTEXT
-from agent.http.common import JITTER_FRACTION, json_response, parse_blocking, parse_consistency, read_headers
+from agent.http.blocking import jittered
+from agent.http.common import json_response, parse_blocking, parse_consistency, read_headers
 from agent.server import wait_for_index
 
 Watch = Callable[[Callable[[int], None]], WatchHandle]
@@ -30,7 +30,7 @@ async def table_read(request: web.Request, current: Callable[[], int], watch: Wa
     consistency = parse_consistency(request)
     await request.app[CONTEXT].server.read_barrier(consistency)
     if index > 0:
-        await wait_for_index(current, watch, index, wait + random.uniform(0, wait / JITTER_FRACTION))
+        await wait_for_index(current, watch, index, jittered(wait))
     answer_index, body = produce()
     headers = read_headers(request, answer_index, consistency)
     if isinstance(body, web.StreamResponse):

@@ -37,7 +37,8 @@ from multidict import CIMultiDict
 
 from agent.decode_fields import norm
 from agent.http.app import MAX_BODY
-from agent.http.common import JITTER_FRACTION, MAX_WAIT, read_body_limited
+from agent.http.blocking import JITTER_FRACTION, MAX_WAIT
+from agent.http.common import read_body_limited
 from agent.http.snapshot import MAX_ARCHIVE_BYTES
 from agent.remote.client import CONNECT_SECONDS, ServerError, api_url
 from agent.remote.servers import Server, ServerPool, Unreachable

@@ -132,8 +132,31 @@ def test_a_plain_kv_read_answers_what_aiohttp_answers(dev_agent: AgentProcess) -
         for name in ("Content-Type", "X-Consul-Index", "X-Consul-KnownLeader", "X-Consul-LastContact",
                      "X-Consul-Effective-Consistency"):
             assert headers[name.lower()] == slow.headers[name], (fast_query, name)
-    # a missing key: aiohttp's 404, on the same connection as fast answers
+    # a missing key: the 404 aiohttp sends, on the same connection as fast answers
+    slow_missing = dev_agent.get("/v1/kv/fastread/none?cached=")
     replies = exchange(dev_agent.http_port, get("/v1/kv/fastread/k") + get("/v1/kv/fastread/none")
                        + get("/v1/kv/fastread/k"), 3)
     assert [h["status"] for h, _ in replies] == ["200", "404", "200"]
-    assert replies[1][0]["x-consul-index"] == dev_agent.get("/v1/kv/fastread/none").headers["X-Consul-Index"]
+    assert slow_missing.status == 404 and replies[1][1] == slow_missing.body == b""
+    for name in ("X-Consul-Index", "X-Consul-KnownLeader", "X-Consul-Effective-Consistency"):
+        assert replies[1][0][name.lower()] == slow_missing.headers[name], name
+    assert "content-type" not in replies[1][0] and "Content-Type" not in slow_missing.headers
+
+
+def test_a_blocking_kv_read_parks_on_the_fast_path_until_its_key_changes(dev_agent: AgentProcess) -> None:
+    import threading
+    import time
+
+    dev_agent.put("/v1/kv/fastwait/k", raw=b"v1")
+    index = int(dev_agent.get("/v1/kv/fastwait/k").headers["X-Consul-Index"])
+    timed_out = exchange(dev_agent.http_port, get(f"/v1/kv/fastwait/k?index={index}&wait=200ms"), 1)
+    assert timed_out[0][0]["x-consul-index"] == str(index)          # the wait ran out: same index
+    served = fast_served(dev_agent)
+    threading.Timer(0.5, lambda: dev_agent.put("/v1/kv/fastwait/k", raw=b"v2")).start()
+    started = time.monotonic()
+    (headers, body), = exchange(dev_agent.http_port, get(f"/v1/kv/fastwait/k?wait=30s&index={index}"), 1)
+    assert 0.4 < time.monotonic() - started < 10
+    assert int(headers["x-consul-index"]) > index and json.loads(body)[0]["Value"] == "djI="   # "v2"
+    assert fast_served(dev_agent) == served + 1
+    bad = exchange(dev_agent.http_port, get("/v1/kv/fastwait/k?index=x"), 1)   # aiohttp's 400
+    assert bad[0][0]["status"] == "400" and bad[0][1] == b"Invalid index"

@@ -39,6 +39,18 @@ class FakeSocket(asyncio.Transport):
 class FakeKV:
     def __init__(self) -> None:
         self.entries: dict[str, KVEntry] = {}
+        self.watchers: list[tuple[list[str], object]] = []
+
+    def watch(self, wake, keys: list[str]):
+        watcher = (keys, wake)
+        self.watchers.append(watcher)
+        return type("Handle", (), {"cancel": lambda _: self.watchers.remove(watcher)})()
+
+    def put(self, entry: KVEntry) -> None:
+        self.entries[entry.key] = entry
+        for keys, wake in list(self.watchers):
+            if entry.key in keys:
+                wake(entry.modify_index)  # type: ignore[operator]
 
     def get(self, key: str) -> tuple[int, KVEntry | None]:
         entry = self.entries.get(key)
@@ -60,6 +72,8 @@ class FakeCatalog:
         return mode == "stale" or (mode == "leader" and self.lease)
 
     async def read_barrier(self, mode: str) -> None:
+        if self.read_ready(mode):
+            return
         barrier: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.barriers.append(barrier)
         await barrier
@@ -208,8 +222,9 @@ async def test_kv_reads_wait_for_their_barrier_and_answer_in_order(connection) -
     assert bodies(sock.sent)[-1] == (500, b"No cluster leader")
     catalog.barriers[2].set_result(None)
     await settle()
-    assert Fallback.received == get("/v1/kv/cfg/missing?consistent")  # aiohttp answers the 404
-    assert server.served == 4 and not server.pending
+    assert bodies(sock.sent)[-1] == (404, b"")
+    assert header(sock.sent.split(b"HTTP/1.1 ")[-1], b"X-Consul-Index") == b"3"
+    assert Fallback.received == b"" and server.served == 5 and not server.pending
 
 
 async def test_a_default_read_without_a_fresh_lease_takes_a_barrier(connection) -> None:
@@ -223,3 +238,55 @@ async def test_a_default_read_without_a_fresh_lease_takes_a_barrier(connection) 
     await settle()
     assert bodies(sock.sent) == [(200, b'[{"LockIndex":0,"Key":"k","Flags":0,"Value":null,'
                                        b'"CreateIndex":2,"ModifyIndex":2}]')]
+
+
+async def test_a_blocking_read_parks_until_its_key_changes_and_a_gone_client_frees_it(connection) -> None:
+    catalog, server, protocol, sock = connection
+    kv = catalog.fsm.kv
+    kv.put(KVEntry("cfg/b", b"1", 0, create_index=4, modify_index=4))
+    protocol.data_received(get("/v1/kv/cfg/b?index=4&wait=1m") + get("/v1/kv/cfg/b?stale"))
+    await settle()
+    assert sock.sent == b"" and len(kv.watchers) == 1     # parked; the read behind it waits its turn
+    kv.put(KVEntry("cfg/other", b"x", 0, create_index=5, modify_index=5))
+    await settle()
+    assert sock.sent == b""                                # another key: still parked
+    kv.put(KVEntry("cfg/b", b"2", 0, create_index=4, modify_index=6))
+    await settle()
+    replies = sock.sent.split(b"HTTP/1.1 ")[1:]
+    assert [header(b"HTTP/1.1 " + r, b"X-Consul-Index") for r in replies] == [b"6", b"6"]
+    assert not kv.watchers
+    protocol.data_received(get("/v1/kv/cfg/b?index=6"))    # parks again (default wait: 5 min)
+    await settle()
+    assert len(kv.watchers) == 1 and len(server.pending) == 1
+    protocol.connection_lost(None)
+    await settle()
+    assert not kv.watchers and not server.pending          # nothing left behind for a gone client
+
+
+async def test_a_blocking_read_already_passed_answers_at_once(connection) -> None:
+    catalog, _, protocol, sock = connection
+    catalog.fsm.kv.put(KVEntry("k", b"v", 0, create_index=8, modify_index=8))
+    protocol.data_received(get("/v1/kv/k?index=3&wait=10s&consistent"))
+    await settle()
+    assert len(catalog.barriers) == 1 and sock.sent == b""   # ?consistent: the barrier first
+    catalog.barriers[0].set_result(None)
+    await settle()
+    assert header(sock.sent, b"X-Consul-Index") == b"8" and header(sock.sent, b"X-Consul-Effective-Consistency") \
+        == b"consistent"
+
+
+async def test_a_parked_read_keeps_its_connection_open_past_the_idle_timeout(connection) -> None:
+    from agent.http.fastpath import IDLE_SECONDS
+
+    catalog, server, protocol, sock = connection
+    sock.closed = False
+    sock.close = lambda: setattr(sock, "closed", True)  # type: ignore[method-assign]
+    catalog.fsm.kv.put(KVEntry("k", b"v", 0, create_index=2, modify_index=2))
+    protocol.data_received(get("/v1/kv/k?index=2&wait=10m"))
+    await settle()
+    server.close_idle(protocol.last_seen + IDLE_SECONDS + 1)
+    assert not sock.closed and protocol.busy
+    catalog.fsm.kv.put(KVEntry("k", b"w", 0, create_index=2, modify_index=3))
+    await settle()
+    server.close_idle(protocol.last_seen + IDLE_SECONDS + 1)
+    assert sock.closed
