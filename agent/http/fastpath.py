@@ -152,6 +152,7 @@ class FastPathServer:
         self.max_body_bytes = max_body_bytes  # aiohttp's client_max_size: larger bodies are its to refuse
         self.connections: set[FastPathProtocol] = set()
         self.pending: set[asyncio.Future[object]] = set()   # writes and read barriers in flight
+        self.last_kv_reply: tuple[tuple[object, ...], bytes] | None = None
         self.served = 0
 
     def __call__(self) -> FastPathProtocol:
@@ -294,12 +295,21 @@ class FastPathProtocol(asyncio.Protocol):
                              lambda wake: catalog.fsm.kv.watch(wake, keys=[get.key]), get.index, jittered(get.wait))
 
     def _kv_read(self, get: PlainGet) -> bytes:
-        """One KV entry (or its absence: 404, empty body) as aiohttp's handler answers it."""
+        """One KV entry (or its absence: 404, empty body) as aiohttp's handler answers it. The reply
+        is shared by every reader of the same key, index, headers and second (a fan-out of
+        watchers woken by one write encodes it once)."""
         catalog = self._owner.catalog
-        index, entry = catalog.fsm.kv.get(get.key)
+        table = catalog.fsm.kv   # replaced by a snapshot restore: part of the memo key
+        index, entry = table.get(get.key)
+        leader, contact = catalog.known_leader(), catalog.last_contact_ms()
+        memo_key = (table, get.key, index, entry is None, leader, contact, get.consistency, HttpDate.now()[0])
+        memo = self._owner.last_kv_reply
+        if memo is not None and memo[0] == memo_key:
+            return memo[1]
         body = b"" if entry is None else json.dumps([entry.to_api()], separators=(",", ":")).encode()
-        return read_reply(body, index, catalog.known_leader(), catalog.last_contact_ms(), get.consistency,
-                          status=200 if entry is not None else 404)
+        reply = read_reply(body, index, leader, contact, get.consistency, status=200 if entry is not None else 404)
+        self._owner.last_kv_reply = (memo_key, reply)
+        return reply
 
     def _after(self, work: Coroutine[object, object, object], answer: Callable[[object], bytes | None],
                request: bytes, *, read: bool = False) -> None:

@@ -290,3 +290,22 @@ async def test_a_parked_read_keeps_its_connection_open_past_the_idle_timeout(con
     await settle()
     server.close_idle(protocol.last_seen + IDLE_SECONDS + 1)
     assert sock.closed
+
+
+async def test_readers_of_one_version_share_one_encoded_reply(connection, monkeypatch) -> None:
+    import json
+
+    from agent.http import fastpath
+
+    encoded: list[object] = []
+    monkeypatch.setattr(fastpath, "json", type("J", (), {"dumps": staticmethod(
+        lambda data, **kw: encoded.append(data) or json.dumps(data, **kw))}))
+    catalog, server, protocol, sock = connection
+    catalog.fsm.kv.put(KVEntry("k", b"v", 0, create_index=2, modify_index=2))
+    protocol.data_received(get("/v1/kv/k") + get("/v1/kv/k"))
+    first = server.last_kv_reply
+    assert first is not None and sock.sent == first[1] * 2 and len(encoded) == 1   # encoded once, sent twice
+    catalog.fsm.kv.put(KVEntry("k", b"w", 0, create_index=2, modify_index=3))
+    protocol.data_received(get("/v1/kv/k"))
+    assert server.last_kv_reply is not None and server.last_kv_reply[1] != first[1]
+    assert b'"ModifyIndex":3' in sock.sent.split(b"HTTP/1.1 ")[-1] and len(encoded) == 2
