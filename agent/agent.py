@@ -8,10 +8,7 @@ check runners and background tasks. `run_agent(argv)` is `waypost agent`: config
 (agent.logs), banner, signals and systemd notifications (agent.lifecycle), pid file, exit code.
 The agent owns one `Metrics` registry (agent.metrics) and, under systemd, a `Notifier`.
 
-Internal settings for tests (environment, not Consul keys, Go durations):
-`WAYPOST_TEST_CHECK_REAP_INTERVAL` (how often critical services are reaped, default 30 s) and
-`WAYPOST_TEST_CHECK_DEREGISTER_MIN` (the floor of `deregister_critical_service_after`, default
-1 min); a bad value stops the agent at start-up with a message naming the variable.
+Internal settings for tests come from the environment (agent.config_env).
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ import logging
 import os
 import random
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
@@ -31,9 +27,10 @@ from aiohttp import web
 
 from agent.agent_info import advertise_address, banner, node_id, self_info
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.config_env import internal_check_timing
 from agent.discovery import Discovery
 from agent.dns_adapter import start_dns
-from agent.errors import BadRequest, DefinitionError, Problem
+from agent.errors import BadRequest, DefinitionError
 from agent.events import EventRing, local_view
 from agent.gossip.config import MemberEvent
 from agent.gossip.errors import GossipJoinError, KeyringError
@@ -49,7 +46,6 @@ from agent.local.state import LocalState
 from agent.logs import LogOptions, LogSetup, setup_logging
 from agent.membership import Membership
 from agent.metrics import Metrics, sample_loop_lag
-from agent.raft.cluster import ClusterSettings
 from agent.raft.storage import PeersFileError, StorageCorrupt
 from agent.reconcile_driver import MemberReconciler
 from agent.remote.client import RemoteCatalog, make_session
@@ -57,12 +53,11 @@ from agent.remote.dns import RemoteDnsLookup
 from agent.remote.servers import ServerPool
 from agent.rpc import ServerPortListener
 from agent.sdnotify import Notifier, clean_environ
-from agent.server import CatalogServer
+from agent.server import CatalogServer, cluster_settings
 from agent.sessions_driver import SessionDriver
 from agent.types import Node
 from agent.version import VERSION
 from checks.checkset import CheckSet
-from checks.definition import DurationError, parse_duration
 from checks.result import CheckResult
 
 log = logging.getLogger("waypost.agent")
@@ -73,27 +68,6 @@ MAX_HEADER_LINE = 16 * 1024  # request line and each header; longer ones are ref
 # short-lived I/O objects to the old generation and trigger ~1 full collection a second, each a
 # 100+ ms stall of the loop (tests/bench/bench_checks.py: lag p99 123 ms → 3 ms with this)
 GC_THRESHOLDS = (50_000, 20, 10)
-
-
-INTERNAL_CHECK_TIMING = {"WAYPOST_TEST_CHECK_REAP_INTERVAL": "reap_interval",
-                         "WAYPOST_TEST_CHECK_DEREGISTER_MIN": "min_deregister_after"}
-
-
-def internal_check_timing(environ: Mapping[str, str]) -> dict[str, float]:
-    """CheckSet keyword overrides from the internal test settings (see the module docstring)."""
-    out: dict[str, float] = {}
-    for variable, keyword in INTERNAL_CHECK_TIMING.items():
-        raw = environ.get(variable, "").strip()
-        if not raw:
-            continue
-        try:
-            seconds = parse_duration(raw)
-        except DurationError:
-            seconds = -1.0
-        if seconds <= 0:
-            raise ConfigError([Problem(variable, 0, f"must be a positive duration such as 1s, got {raw!r}")])
-        out[keyword] = seconds
-    return out
 
 
 class Agent:
@@ -348,22 +322,6 @@ class Agent:
     def _cancel_background(self) -> None:
         for task in self._tasks:
             task.cancel()
-
-def cluster_settings(config: AgentConfig, address: str, data_dir: Path | None) -> ClusterSettings:
-    """How this server joins Raft: alone (-dev, -bootstrap, or neither -bootstrap-expect > 1 nor a
-    join address) or with the other servers, whose server ports gossip tells (`_member_event`).
-    The agent's server-port listener (agent.rpc) accepts Raft connections."""
-    joins = config.start_join + config.retry_join
-    single = config.dev or config.bootstrap or (config.bootstrap_expect <= 1 and not joins)
-    return ClusterSettings(
-        server_id=config.node_name, address=f"{address}:{config.ports.server}",
-        bind_host=config.bind_addr or "0.0.0.0", port=config.ports.server, data_dir=data_dir,
-        expect=config.bootstrap_expect, join=[], single=single, listen=False,
-        accept_joins=single and not config.dev and data_dir is not None,
-        raft_multiplier=config.performance.raft_multiplier, hold_timeout=config.performance.rpc_hold_timeout,
-        snapshot_threshold=config.raft_snapshot_threshold, trailing_logs=config.raft_trailing_logs,
-        snapshot_interval=config.raft_snapshot_interval)
-
 
 async def _build_and_serve(config: AgentConfig, argv: list[str], logs: LogSetup, notifier: Notifier) -> int:
     try:

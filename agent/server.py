@@ -12,6 +12,8 @@ Contract:
   or when `timeout` elapses (blocking queries). It never polls: it registers a store watcher.
 - `register_self(...)` writes this server's node, its passing `serfHealth` check and the `consul`
   service, as Consul's leader does when it reconciles its own member.
+- `cluster_settings(config, address, data_dir)` maps an agent's configuration to its Raft
+  settings (alone or with the other servers, timing, snapshots).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from agent.catalog.commands import Command, RegisterCommand, encode
 from agent.catalog.fsm import CatalogFSM
 from agent.catalog.store import StateStore
 from agent.catalog.watch import WatchHandle
+from agent.config import AgentConfig
 from agent.errors import NoLeader
 from agent.local.state import RemoteNode, SyncScope
 from agent.raft.cluster import ClusterSettings, RaftCluster
@@ -186,3 +189,19 @@ class CatalogServer:
             if check is not None:
                 remote.checks[check_id] = check
         return remote
+
+
+def cluster_settings(config: AgentConfig, address: str, data_dir: Path | None) -> ClusterSettings:
+    """How this server joins Raft: alone (-dev, -bootstrap, or neither -bootstrap-expect > 1 nor a
+    join address) or with the other servers, whose server ports gossip tells (`_member_event`).
+    The agent's server-port listener (agent.rpc) accepts Raft connections."""
+    joins = config.start_join + config.retry_join
+    single = config.dev or config.bootstrap or (config.bootstrap_expect <= 1 and not joins)
+    return ClusterSettings(
+        server_id=config.node_name, address=f"{address}:{config.ports.server}",
+        bind_host=config.bind_addr or "0.0.0.0", port=config.ports.server, data_dir=data_dir,
+        expect=config.bootstrap_expect, join=[], single=single, listen=False,
+        accept_joins=single and not config.dev and data_dir is not None,
+        raft_multiplier=config.performance.raft_multiplier, hold_timeout=config.performance.rpc_hold_timeout,
+        snapshot_threshold=config.raft_snapshot_threshold, trailing_logs=config.raft_trailing_logs,
+        snapshot_interval=config.raft_snapshot_interval)

@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from agent.agent import internal_check_timing
 from agent.cli import main
 from agent.cli_checks import OUTPUT_WIDTH, format_history
+from agent.config_env import internal_check_timing
 from agent.errors import ConfigError
 
 ROWS = [
