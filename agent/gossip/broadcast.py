@@ -3,9 +3,9 @@
 Contract (memberlist's TransmitLimitedQueue): `retransmit_limit(mult, n)` is the per-member send budget
 of one broadcast in an n-member cluster. Each broadcast is keyed by the member it is about;
 queueing a new one for the same key replaces the older one (it is stale). A broadcast queued with
-`for_subject=False` (an Alive: news only to others) is never given to `take(..., recipient=)` its own
-subject, so no transmit of the budget is spent on the one member that cannot learn from it. `take(budget, limit)`
-returns encoded payloads that fit `budget` bytes (each counted with its compound framing),
+`for_subject=False` (an Alive: news only to others) is never given to `take(..., recipient=)` its
+own subject, so no transmit of the budget is spent on the one member that cannot learn from it.
+`take(budget, limit)` returns encoded payloads that fit `budget` bytes (each counted with its compound framing),
 least-transmitted first and, among equals, newest first; every payload taken counts one transmit
 and is dropped once it has been transmitted `limit` times. Payloads too large for any packet are
 kept apart and returned by `take_oversized` (the caller sends them over a stream). No randomness,

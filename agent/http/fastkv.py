@@ -35,7 +35,6 @@ PUT_PREFIX = b"PUT /v1/kv/"
 GET_PREFIX = b"GET /v1/kv/"
 HTTP11 = b" HTTP/1.1"
 GET_PARAMS = (b"index", b"wait", b"consistent", b"stale")
-BODY_HEADERS = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:")
 # pchar of RFC 3986 without '%' (so decoding is the identity), plus '/': aiohttp's key is the raw path
 KEY_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/")
 REFUSED_HEADERS = (b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:", b"\r\nconnection: close")
@@ -87,7 +86,7 @@ def _split(head: bytes, prefix: bytes) -> tuple[bytes, bytes] | None:
 
 def plain_kv_get(head: bytes) -> PlainGet | None:
     split = _split(head, GET_PREFIX)
-    if split is None or any(h in split[1] for h in BODY_HEADERS):
+    if split is None or CONTENT_LENGTH in split[1]:   # a body (chunked ones are refused already)
         return None
     raw_key, _, query = split[0].partition(b"?")
     key = _plain_key(raw_key)

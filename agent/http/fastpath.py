@@ -48,10 +48,6 @@ IDLE_SECONDS = 75.0
 MAX_HEAD = 16 * 1024
 PAUSE_BUFFERED = 1 << 20  # bytes read ahead behind a pending write before the socket stops being read
 JSON, TEXT = b"application/json", b"text/plain; charset=utf-8"
-
-
-def written(ok: object) -> bytes:
-    return http_reply(200, b"true" if ok else b"false", JSON)
 BLOCKING_PREFIXES = ("index=", "wait=")
 HANDOFF_HEADERS = (b"content-length", b"transfer-encoding", b"connection: close", b"upgrade", b"expect")
 
@@ -111,6 +107,11 @@ def build_response(entry: CachedRead, leader: bool, last_contact_ms: int) -> byt
                                 b"X-Consul-Query-Backend: blocking-query\r\n")
     entry.response_date = second
     return entry.response
+
+
+def written(ok: object) -> bytes:
+    """The answer to a KV write, as the aiohttp handler's `json_response(bool(ok))`."""
+    return http_reply(200, b"true" if ok else b"false", JSON)
 
 
 def failure_reply(done: asyncio.Future[object]) -> bytes | None:
@@ -180,8 +181,8 @@ class FastPathProtocol(asyncio.Protocol):
         self._owner = owner
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
-        self._waiting = False      # a request of this connection awaits a write or a read barrier
-        self._parked_read: asyncio.Future[object] | None = None
+        self._inflight: asyncio.Future[object] | None = None   # a write, barrier or parked read
+        self._abandon_on_close = False   # a read: nothing is lost when its client goes away
         self._read_paused = False
         self.last_seen = time.monotonic()
 
@@ -191,13 +192,13 @@ class FastPathProtocol(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self._waiting
+        return self._inflight is not None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner.connections.discard(self)
         self._transport = None
-        if self._parked_read is not None:
-            self._parked_read.cancel()
+        if self._inflight is not None and self._abandon_on_close:
+            self._inflight.cancel()
 
     def pause_writing(self) -> None:
         if self._transport is not None:
@@ -214,7 +215,7 @@ class FastPathProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
         self._buffer = self._buffer + data if self._buffer else data
-        if not self._waiting:
+        if self._inflight is None:
             self._serve_buffered()
         elif len(self._buffer) > PAUSE_BUFFERED and self._transport is not None:
             self._transport.pause_reading()
@@ -239,13 +240,12 @@ class FastPathProtocol(asyncio.Protocol):
                     return
                 self._buffer = buffer[body_end:]
                 command = KVCommand(KVOp("set", put.key, buffer[end + 4:body_end], 0))
-                self._after(self._owner.catalog.apply(command), written, buffer[:body_end])
+                self._after(self._owner.catalog.apply(command), written)
                 return
             get = plain_kv_get(head)
             if get is not None and (get.index or not self._owner.catalog.read_ready(get.consistency)):
                 self._buffer = buffer[end + 4:]
-                self._after(self._kv_wait(get), lambda _, get=get: self._kv_read(get), buffer[:end + 4],
-                            read=True)
+                self._after(self._kv_wait(get), lambda _, get=get: self._kv_read(get), read=True)
                 return
             response = self._kv_read(get) if get is not None else self._answer(head)
             if response is None:
@@ -311,34 +311,26 @@ class FastPathProtocol(asyncio.Protocol):
         self._owner.last_kv_reply = (memo_key, reply)
         return reply
 
-    def _after(self, work: Coroutine[object, object, object], answer: Callable[[object], bytes | None],
-               request: bytes, *, read: bool = False) -> None:
-        """Answer `request` once `work` is done with `answer(result)`, or, when that is None, hand
-        it to aiohttp; the requests behind it wait, so replies stay in order. A `read` is
-        abandoned when the client goes away (a parked blocking query holds nothing then)."""
-        self._waiting = True
+    def _after(self, work: Coroutine[object, object, object], answer: Callable[[object], bytes], *,
+               read: bool = False) -> None:
+        """Reply `answer(result)` once `work` is done; the requests behind it wait, so replies stay
+        in order. A `read` is abandoned when the client goes away (a parked blocking query holds
+        nothing then); a write runs to its end all the same."""
         done = asyncio.ensure_future(work)
-        self._owner.pending.add(done)
-        self._parked_read = done if read else None
-        done.add_done_callback(lambda _: self._answer_after(done, answer, request))
+        self._inflight, self._abandon_on_close = done, read
+        self._owner.pending.add(done)  # the loop keeps only weak references to tasks
+        done.add_done_callback(lambda _: self._answer_after(done, answer))
 
-    def _answer_after(self, done: asyncio.Future[object], answer: Callable[[object], bytes | None],
-                      request: bytes) -> None:
+    def _answer_after(self, done: asyncio.Future[object], answer: Callable[[object], bytes]) -> None:
         self._owner.pending.discard(done)
-        self._waiting = False
-        self._parked_read = None
+        self._inflight = None
         self.last_seen = time.monotonic()  # idle from the answer on, not from the request
         if self._transport is None:
             return  # the client went away; a write stands all the same
         if self._read_paused:
             self._read_paused = False
             self._transport.resume_reading()
-        reply = failure_reply(done)
-        if reply is None:
-            reply = answer(done.result())
-            if reply is None:
-                self._hand_off(request + self._buffer)
-                return
+        reply = failure_reply(done) or answer(done.result())
         self._transport.write(reply)
         self._owner.served += 1
         self._serve_buffered()
